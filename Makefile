@@ -1,0 +1,43 @@
+# Outcomes: `make run` serves the API on 127.0.0.1:8000; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format migrate demo bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Outcomes needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the service with its dev tools
+
+run: install ## migrate the database (SQLite file by default) and serve on $(HOST):$(PORT)
+	$(VENV)/bin/outcomes serve --host $(HOST) --port $(PORT)
+
+test: install ## run the whole test suite (OUTCOMES_TEST_DATABASE_URL picks the database)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## formatting, lint and types
+	$(VENV)/bin/ruff format --check app migrations tests
+	$(VENV)/bin/ruff check app migrations tests
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format app migrations tests
+	$(VENV)/bin/ruff check --fix app migrations tests
+
+migrate: install
+	$(VENV)/bin/outcomes migrate
+
+demo: install ## load a synthetic cohort into the configured database
+	$(VENV)/bin/outcomes demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

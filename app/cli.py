@@ -1,0 +1,83 @@
+"""The ``outcomes`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy.engine import make_url
+
+from app.core.config import get_settings
+from app.core.migrations import upgrade
+
+log = logging.getLogger("outcomes")
+
+
+def _is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    upgrade(settings.database_url)
+    backend = make_url(settings.database_url).get_backend_name()
+    print(f"database migrated to the latest schema ({backend})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    sqlite = _is_sqlite(settings.database_url)
+    # The embedded default migrates itself so one command runs the service; a PostgreSQL
+    # deployment migrates as a separate step (`outcomes migrate`) unless asked here.
+    if args.migrate or (sqlite and not args.no_migrate):
+        upgrade(settings.database_url)
+    if sqlite and args.workers > 1:
+        log.warning("SQLite serialises writers: more than one worker adds no write throughput")
+    print(f"Outcomes API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        # uvicorn's access log prints query strings, which can carry PHI (external_id=...);
+        # the app logs method, route template, status and duration instead.
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="outcomes", description="Outcomes API service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (migrates the embedded SQLite first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    group = serve.add_mutually_exclusive_group()
+    group.add_argument("--migrate", action="store_true", help="migrate any database before serving")
+    group.add_argument("--no-migrate", action="store_true", help="never migrate before serving")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Settings from the environment (prefix ``OUTCOMES_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+# Plain URLs name no driver; the service picks the async one it ships with.
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTCOMES_", extra="ignore")
+
+    database_url: str = "sqlite:///outcomes.db"
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    # How long a SQLite writer waits for the lock before giving up.
+    sqlite_busy_timeout_ms: int = 10_000
+    log_level: str = "info"
+
+    @property
+    def async_database_url(self) -> URL:
+        return to_async_url(self.database_url)
+
+
+def to_async_url(raw: str) -> URL:
+    """Accept plain ``sqlite:///`` / ``postgresql://`` URLs as well as ones naming a driver."""
+    url = make_url(raw)
+    driver = _ASYNC_DRIVERS.get(url.drivername)
+    return url.set(drivername=driver) if driver else url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,147 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("app.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "urn:outcomes:problem:"
+
+Loc = Sequence[str | int]
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def field_error(loc: Loc, msg: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg}
+
+
+class AppError(Exception):
+    """An expected error; the handler turns it into problem+json. Subclass per domain."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class NotFound(AppError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(AppError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Unprocessable(AppError):
+    status = 422
+    slug = "validation-error"
+    title = "Request validation failed"
+
+    @classmethod
+    def at(cls, loc: Loc, msg: str) -> Unprocessable:
+        return cls(msg, [field_error(loc, msg)])
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ProblemResponse:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def clean_msg(msg: str) -> str:
+    # pydantic prefixes messages from our own validators; the prefix says nothing to a client.
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic errors as {loc, msg}: never the rejected input, which may be PHI."""
+    return [field_error(err["loc"], clean_msg(err["msg"])) for err in raw]
+
+
+def describe(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+async def _app_error(_request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, AppError)
+    return problem(
+        exc.status, exc.title, exc.detail, type_=PROBLEM_BASE + exc.slug, errors=exc.errors
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    return problem(
+        422,
+        Unprocessable.title,
+        describe(errors),
+        type_=PROBLEM_BASE + Unprocessable.slug,
+        errors=errors,
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem(exc.status_code, title, detail, headers=exc.headers)
+
+
+async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
+    # Type and stack only: exception messages (e.g. a driver's "[parameters: ...]") may
+    # quote patient data, and logs must not carry PHI.
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error(
+        "unhandled %s on %s %s\n%s", type(exc).__name__, request.method, _route(request), stack
+    )
+    return problem(500, "Internal server error", "The server could not complete the request.")
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "?")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

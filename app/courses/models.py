@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, UTCDateTime, new_id, utcnow
+
+TECHNIQUES = ("intramuscular", "paravertebral", "subcutaneous", "intra-articular")
+STATUSES = ("active", "paused", "completed", "discontinued")
+PHASES = ("induction", "consolidation", "maintenance")
+ADJUSTMENTS = ("auto", "confirm")
+FREQUENCY_SOURCES = ("initial", "policy", "clinician")
+
+
+class Course(Base):
+    """One prescribed series of ozone sessions for one problem."""
+
+    __tablename__ = "courses"
+    __table_args__ = (
+        CheckConstraint(f"technique IN {TECHNIQUES}", name="technique"),
+        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        CheckConstraint(f"phase IN {PHASES}", name="phase"),
+        CheckConstraint(f"adjustment IN {ADJUSTMENTS}", name="adjustment"),
+        CheckConstraint("sessions_per_week > 0 AND sessions_per_week <= 7", name="frequency_range"),
+        CheckConstraint("sessions_done >= 0", name="sessions_done_non_negative"),
+        CheckConstraint("max_sessions IS NULL OR max_sessions >= 1", name="max_sessions_positive"),
+        Index("ix_courses_patient_created", "patient_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"))
+    indication: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(100))
+    technique: Mapped[str] = mapped_column(String(20))
+    start_date: Mapped[date] = mapped_column(Date)
+    sessions_per_week: Mapped[float] = mapped_column(Float)
+    adjustment: Mapped[str] = mapped_column(String(10))
+    max_sessions: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    phase: Mapped[str] = mapped_column(String(20))
+    # Maintained by the session insert (one atomic UPDATE), so session numbers never collide.
+    sessions_done: Mapped[int] = mapped_column(Integer, default=0)
+    last_session_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class FrequencyChange(Base):
+    """Append-only history of a course's session frequency."""
+
+    __tablename__ = "frequency_changes"
+    __table_args__ = (
+        CheckConstraint(f"source IN {FREQUENCY_SOURCES}", name="source"),
+        CheckConstraint(f"phase IN {PHASES}", name="phase"),
+        CheckConstraint("sessions_per_week > 0 AND sessions_per_week <= 7", name="frequency_range"),
+        Index("ix_frequency_changes_course_changed", "course_id", "changed_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    course_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("courses.id"))
+    sessions_per_week: Mapped[float] = mapped_column(Float)
+    phase: Mapped[str] = mapped_column(String(20))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(10))
+    rule: Mapped[str | None] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,62 @@
+"""The ASGI application: ``create_app()`` wires settings, database, routers and error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from app import ops
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.core.logging import AccessLogMiddleware
+from app.courses.router import router as courses_router
+from app.observations.router import router as observations_router
+from app.patients.router import router as patients_router
+from app.treatment_sessions.router import router as sessions_router
+
+DESCRIPTION = """
+Outcomes tracks how patients respond to a course of ozone infiltrations: pain scores and
+mobility measures, session logs, and the course's session frequency.
+
+Errors are RFC 9457 `application/problem+json` with an `errors` list naming each field.
+"""
+
+_problem = {"description": "Problem details (RFC 9457)", "content": {PROBLEM_MEDIA_TYPE: {}}}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The engine belongs to the running app, not to the import.
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Outcomes API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={422: _problem},
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware)
+
+    api = APIRouter(prefix="/api/v1", responses={404: _problem})
+    api.include_router(observations_router)  # also serves /instruments
+    api.include_router(patients_router)
+    api.include_router(courses_router)
+    api.include_router(sessions_router)
+    app.include_router(api)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,42 @@
+"""Operational endpoints: liveness and readiness (open, no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.errors import AppError
+
+
+class Health(BaseModel):
+    status: str
+
+
+class NotReady(AppError):
+    status = 503
+    slug = "not-ready"
+    title = "Service unavailable"
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is up (does not touch the database)."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz", response_model=Health, responses={503: {"description": "Database unreachable"}}
+)
+async def readyz(request: Request) -> Health:
+    """The service can reach its database."""
+    try:
+        async with request.app.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise NotReady("The database is unreachable.") from exc
+    return Health(status="ready")

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.core.db import SessionDep
+from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.patients.models import Patient
+from app.patients.schemas import PatientCreate, PatientRead, PatientUpdate
+from app.patients.service import PatientService
+
+router = APIRouter(prefix="/patients", tags=["patients"])
+
+
+def get_patient_service(session: SessionDep) -> PatientService:
+    return PatientService(session)
+
+
+ServiceDep = Annotated[PatientService, Depends(get_patient_service)]
+
+
+async def valid_patient(patient_id: uuid.UUID, service: ServiceDep) -> Patient:
+    """The patient named in the path, or a 404."""
+    return await service.get(patient_id)
+
+
+PatientDep = Annotated[Patient, Depends(valid_patient)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
+async def create_patient(body: PatientCreate, service: ServiceDep) -> Patient:
+    return await service.create(body)
+
+
+@router.get("", response_model=Page[PatientRead])
+async def list_patients(
+    service: ServiceDep,
+    external_id: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[PatientRead]:
+    rows, next_cursor = await service.page(external_id=external_id, limit=limit, cursor=cursor)
+    return Page(items=[PatientRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{patient_id}", response_model=PatientRead)
+async def get_patient(patient: PatientDep) -> Patient:
+    return patient
+
+
+@router.patch("/{patient_id}", response_model=PatientRead)
+async def update_patient(
+    patient_id: uuid.UUID, body: PatientUpdate, service: ServiceDep
+) -> Patient:
+    return await service.update(patient_id, body)

@@ -1,0 +1,120 @@
+"""Test harness.
+
+The database is built by the migrations (never by ``create_all``), once per run; every test
+starts from empty tables. ``OUTCOMES_TEST_DATABASE_URL`` picks the database (a SQLite file
+in a temporary folder when unset). With ``OUTCOMES_TEST_REQUIRE_POSTGRES=1`` (set by CI for
+its PostgreSQL half) PostgreSQL-only tests fail instead of skipping, so that half can
+never pass without running them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.core.config import Settings, to_async_url
+from app.core.db import Base
+from app.main import create_app
+from tests.support import migrate
+
+TEST_DATABASE_URL = os.environ.get("OUTCOMES_TEST_DATABASE_URL", "")
+REQUIRE_POSTGRES = os.environ.get("OUTCOMES_TEST_REQUIRE_POSTGRES") == "1"
+
+
+def _is_postgres(url: str) -> bool:
+    return url.startswith("postgres")
+
+
+def pytest_report_header() -> str:
+    return f"database: {'postgresql' if _is_postgres(TEST_DATABASE_URL) else 'sqlite'}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if _is_postgres(TEST_DATABASE_URL):
+        return
+    for item in items:
+        if item.get_closest_marker("postgres_only"):
+            if REQUIRE_POSTGRES:
+                item.add_marker(
+                    pytest.mark.xfail(reason="PostgreSQL required", strict=True, run=False)
+                )
+            else:
+                item.add_marker(
+                    pytest.mark.skip(reason="needs PostgreSQL (OUTCOMES_TEST_DATABASE_URL)")
+                )
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if REQUIRE_POSTGRES and not _is_postgres(TEST_DATABASE_URL):
+        pytest.exit(
+            "OUTCOMES_TEST_REQUIRE_POSTGRES=1 but OUTCOMES_TEST_DATABASE_URL is not PostgreSQL", 3
+        )
+    if _is_postgres(TEST_DATABASE_URL):
+        url = TEST_DATABASE_URL
+        asyncio.run(_reset_postgres(url))
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'outcomes-test.db'}"
+    migrate(url, "head")
+    return url
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(to_async_url(url))
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[object]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+def engine(app: object) -> AsyncEngine:
+    return app.state.engine  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Each test that touches the database starts from, and leaves, empty tables."""
+    if "engine" not in request.fixturenames and "client" not in request.fixturenames:
+        yield
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    yield
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for table in tables:
+                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,61 @@
+"""Plain helpers for tests: migrations, problem assertions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from alembic import command
+from alembic.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def run_alembic(fn: Callable[..., object], url: str, *args: object) -> None:
+    """Run an Alembic command in its own thread: env.py runs its own event loop."""
+    cfg = alembic_config(url)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn(cfg, *args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def migrate(url: str, revision: str = "head", *, down: bool = False) -> None:
+    run_alembic(command.downgrade if down else command.upgrade, url, revision)
+
+
+def assert_problem(
+    response: httpx.Response, status: int, *, loc: list[Any] | None = None
+) -> dict[str, Any]:
+    """The response is RFC 9457 problem+json with ``status`` (and an error at ``loc``)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["type"]
+    assert "detail" in body
+    if loc is not None:
+        locs = [e["loc"] for e in body.get("errors", [])]
+        assert loc in locs, f"{loc} not in {locs}"
+        assert all(e["msg"] for e in body["errors"])
+    return body
