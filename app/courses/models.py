@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
+from app.courses.schedule import next_session_due
 
 TECHNIQUES = ("intramuscular", "paravertebral", "subcutaneous", "intra-articular")
 STATUSES = ("active", "paused", "completed", "discontinued")
@@ -57,6 +58,15 @@ class Course(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def next_session_due(self) -> date | None:
+        return next_session_due(
+            status=self.status,
+            start_date=self.start_date,
+            last_session_at=self.last_session_at,
+            sessions_per_week=self.sessions_per_week,
+        )
 
 
 class FrequencyChange(Base):

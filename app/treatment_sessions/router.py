@@ -1,5 +1,43 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
-router = APIRouter(tags=["treatment_sessions"])
+from fastapi import APIRouter, Depends, status
+
+from app.core.db import SessionDep
+from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.treatment_sessions.models import TreatmentSession
+from app.treatment_sessions.schemas import SessionCreate, SessionRead
+from app.treatment_sessions.service import SessionService
+
+router = APIRouter(prefix="/courses/{course_id}/sessions", tags=["sessions"])
+
+
+def get_session_service(session: SessionDep) -> SessionService:
+    return SessionService(session)
+
+
+ServiceDep = Annotated[SessionService, Depends(get_session_service)]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionRead,
+    responses={409: {"description": "The course is not active"}},
+)
+async def log_session(
+    course_id: uuid.UUID, body: SessionCreate, service: ServiceDep
+) -> TreatmentSession:
+    """Log a session; it gets the next `number` within the course."""
+    return await service.log(course_id, body)
+
+
+@router.get("", response_model=Page[SessionRead])
+async def list_sessions(
+    course_id: uuid.UUID, service: ServiceDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[SessionRead]:
+    """Sessions of a course, oldest first (by `performed_at`)."""
+    rows, next_cursor = await service.page_for_course(course_id, limit=limit, cursor=cursor)
+    return Page(items=[SessionRead.model_validate(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
+
+from app.core.schemas import Number, RequestModel, ResponseModel
+
+Technique = Literal["intramuscular", "paravertebral", "subcutaneous", "intra-articular"]
+CourseStatus = Literal["active", "paused", "completed", "discontinued"]
+Phase = Literal["induction", "consolidation", "maintenance"]
+Adjustment = Literal["auto", "confirm"]
+FrequencySource = Literal["initial", "policy", "clinician"]
+
+# Sessions a week: more than none (pause the course instead), at most one a day.
+SessionsPerWeek = Annotated[float, Field(gt=0, le=7, allow_inf_nan=False)]
+Notes = Annotated[str, StringConstraints(max_length=5000)]
+
+
+def _plausible_start(value: date) -> date:
+    if value < date(2000, 1, 1):
+        raise ValueError("must be in 2000 or later")
+    if value > date.today() + timedelta(days=365):
+        raise ValueError("must be within a year from today")
+    return value
+
+
+class CourseCreate(RequestModel):
+    indication: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    region: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    technique: Technique
+    start_date: Annotated[date, AfterValidator(_plausible_start)]
+    sessions_per_week: SessionsPerWeek = 3.0
+    adjustment: Adjustment = Field(
+        "auto",
+        description="`auto`: the policy applies frequency changes; `confirm`: a clinician does.",
+    )
+    max_sessions: Annotated[int, Field(ge=1, le=500)] | None = None
+    notes: Notes | None = None
+
+
+class CourseUpdate(RequestModel):
+    status: CourseStatus | None = Field(
+        None, description="`completed` and `discontinued` are final."
+    )
+    notes: Notes | None = Field(None, description="Null clears the notes.")
+
+    @field_validator("status")
+    @classmethod
+    def _status_not_null(cls, value: CourseStatus | None) -> CourseStatus:
+        if value is None:
+            raise ValueError("a course always has a status; omit the field to keep it")
+        return value
+
+
+class FrequencyChangeCreate(RequestModel):
+    sessions_per_week: SessionsPerWeek
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class CourseRead(ResponseModel):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    indication: str
+    region: str
+    technique: Technique
+    start_date: date
+    sessions_per_week: Number
+    adjustment: Adjustment
+    max_sessions: int | None
+    status: CourseStatus
+    phase: Phase
+    sessions_done: int
+    next_session_due: date | None
+    notes: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class FrequencyChangeRead(ResponseModel):
+    sessions_per_week: Number
+    phase: Phase
+    changed_at: datetime
+    source: FrequencySource
+    rule: str | None
+    reason: str
+
+
+class FrequencyHistory(ResponseModel):
+    items: list[FrequencyChangeRead]

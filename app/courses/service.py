@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.courses.errors import CourseClosed, CourseNotFound
+from app.courses.models import Course, FrequencyChange
+from app.courses.repository import CourseRepository
+from app.courses.schedule import phase_for
+from app.courses.schemas import CourseCreate, CourseUpdate, FrequencyChangeCreate
+from app.patients.service import PatientService
+
+FINAL_STATUSES = frozenset({"completed", "discontinued"})
+
+
+class CourseService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = CourseRepository(session)
+
+    async def get(self, course_id: uuid.UUID) -> Course:
+        course = await self.repo.get(course_id)
+        if course is None:
+            raise CourseNotFound(course_id)
+        return course
+
+    async def page_for_patient(
+        self, patient_id: uuid.UUID, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Course], str | None]:
+        await PatientService(self.session).get(patient_id)
+        return await self.repo.page_for_patient(
+            patient_id, status=status, limit=limit, cursor=cursor
+        )
+
+    async def create(self, patient_id: uuid.UUID, data: CourseCreate) -> Course:
+        await PatientService(self.session).get(patient_id)
+        phase = phase_for(data.sessions_per_week)
+        course = Course(
+            id=uuid.uuid4(), patient_id=patient_id, phase=phase, status="active", sessions_done=0,
+            **data.model_dump(),
+        )  # fmt: skip
+        initial = FrequencyChange(
+            course_id=course.id,
+            sessions_per_week=data.sessions_per_week,
+            phase=phase,
+            changed_at=utcnow(),
+            source="initial",
+            rule=None,
+            reason=f"initial prescription: {_per_week(data.sessions_per_week)}",
+        )
+        await self.repo.add(course)
+        await self.repo.add(initial)
+        return course
+
+    async def update(self, course_id: uuid.UUID, data: CourseUpdate) -> Course:
+        course = await self.get(course_id)
+        changes = data.model_dump(exclude_unset=True)
+        new_status = changes.get("status")
+        if (
+            new_status is not None
+            and new_status != course.status
+            and course.status in FINAL_STATUSES
+        ):
+            raise CourseClosed(course.status, "its status cannot change")
+        for field, value in changes.items():
+            setattr(course, field, value)
+        await self.session.flush()
+        return course
+
+    async def change_frequency(self, course_id: uuid.UUID, data: FrequencyChangeCreate) -> Course:
+        """A clinician's change: always applied, and recorded with source `clinician`."""
+        course = await self.get(course_id)
+        if course.status in FINAL_STATUSES:
+            raise CourseClosed(course.status, "its frequency cannot change")
+        course.sessions_per_week = data.sessions_per_week
+        course.phase = phase_for(data.sessions_per_week)
+        await self.repo.add(
+            FrequencyChange(
+                course_id=course.id,
+                sessions_per_week=data.sessions_per_week,
+                phase=course.phase,
+                changed_at=utcnow(),
+                source="clinician",
+                rule=None,
+                reason=data.reason,
+            )
+        )
+        return course
+
+    async def history(self, course_id: uuid.UUID) -> list[FrequencyChange]:
+        await self.get(course_id)
+        return await self.repo.history(course_id)
+
+
+def _per_week(sessions_per_week: float) -> str:
+    n = int(sessions_per_week) if float(sessions_per_week).is_integer() else sessions_per_week
+    return f"{n} session{'' if n == 1 else 's'} a week"
