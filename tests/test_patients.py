@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date, timedelta
 
@@ -151,3 +152,18 @@ async def test_cursor_pagination_visits_every_patient_once(client: httpx.AsyncCl
             break
     assert pages == 3
     assert seen == created  # creation order, no duplicates, no gaps
+
+
+async def test_concurrent_creates_with_one_external_id_make_one_patient(
+    client: httpx.AsyncClient,
+) -> None:
+    responses = await asyncio.gather(
+        *(client.post(f"{API}/patients", json={"external_id": "RACE-1"}) for _ in range(6))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 409, 409, 409, 409, 409], [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, loc=["body", "external_id"])
+    listing = (await client.get(f"{API}/patients", params={"external_id": "RACE-1"})).json()
+    assert len(listing["items"]) == 1

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.logging import route_template
+
 logger = logging.getLogger("app.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -130,14 +132,13 @@ async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
     # quote patient data, and logs must not carry PHI.
     stack = "".join(traceback.format_tb(exc.__traceback__))
     logger.error(
-        "unhandled %s on %s %s\n%s", type(exc).__name__, request.method, _route(request), stack
+        "unhandled %s on %s %s\n%s",
+        type(exc).__name__,
+        request.method,
+        route_template(request.scope),
+        stack,
     )
     return problem(500, "Internal server error", "The server could not complete the request.")
-
-
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "?")
 
 
 def install_error_handlers(app: FastAPI) -> None:

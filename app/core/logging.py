@@ -10,6 +10,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("app.access")
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template (``/api/v1/patients/{patient_id}``), never the URL."""
+    # FastAPI ≥ 0.16x keeps the prefixed template on the effective route context.
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return template or "<unmatched>"
+
+
 class AccessLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -30,7 +38,6 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = route_template(scope)
             millis = (time.perf_counter() - started) * 1000
             log.info("%s %s %d %.1fms", scope["method"], template, status, millis)

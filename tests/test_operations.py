@@ -1,0 +1,35 @@
+"""Operations: readiness reflects the database; logs carry no PHI."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.factories import API
+from tests.support import assert_problem
+
+
+async def test_readyz_is_503_problem_when_the_database_is_unreachable(tmp_path: object) -> None:
+    # A SQLite file in a folder that does not exist cannot be opened.
+    app = create_app(Settings(database_url="sqlite:////nonexistent-dir/x/outcomes.db"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert_problem(await client.get("/readyz"), 503)
+            assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_access_log_names_the_route_not_the_url(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        await client.get(f"{API}/patients", params={"external_id": "MRN-SECRET-42"})
+        await client.get(f"{API}/patients/00000000-0000-4000-8000-000000000001")
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.access"]
+    assert any(line.startswith("GET /api/v1/patients 200") for line in lines), lines
+    assert any(line.startswith("GET /api/v1/patients/{patient_id} 404") for line in lines), lines
+    assert not any("MRN-SECRET-42" in line or "0000-4000" in line for line in lines)
