@@ -11,7 +11,7 @@ from app import ops
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
-from app.core.logging import AccessLogMiddleware
+from app.core.telemetry import TelemetryMiddleware
 from app.courses.router import router as courses_router
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(TelemetryMiddleware)
 
     api = APIRouter(prefix="/api/v1", responses={404: _problem})
     api.include_router(observations_router)  # also serves /instruments

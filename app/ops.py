@@ -1,13 +1,14 @@
-"""Operational endpoints: liveness and readiness (open, no auth)."""
+"""Operational endpoints: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import AppError
+from app.core.telemetry import render_metrics
 
 
 class Health(BaseModel):
@@ -40,3 +41,14 @@ async def readyz(request: Request) -> Health:
     except (SQLAlchemyError, OSError) as exc:
         raise NotReady("The database is unreachable.") from exc
     return Health(status="ready")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition format"}},
+)
+async def metrics() -> Response:
+    """Request counts and latencies by route template (no identifiers, no PHI)."""
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

@@ -33,3 +33,14 @@ async def test_access_log_names_the_route_not_the_url(
     assert any(line.startswith("GET /api/v1/patients 200") for line in lines), lines
     assert any(line.startswith("GET /api/v1/patients/{patient_id} 404") for line in lines), lines
     assert not any("MRN-SECRET-42" in line or "0000-4000" in line for line in lines)
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    await client.get(f"{API}/patients/00000000-0000-4000-8000-000000000002")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'route="/api/v1/patients/{patient_id}"' in text
+    assert "outcomes_http_request_duration_seconds_bucket" in text
+    assert "0000-4000" not in text

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.logging import route_template
+from app.core.telemetry import route_template
 
 logger = logging.getLogger("app.errors")
 

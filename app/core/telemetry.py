@@ -1,0 +1,80 @@
+"""Access log and Prometheus metrics, both keyed by route template, so no PHI leaves the process.
+
+The template (``/api/v1/patients/{patient_id}``) is logged, never the URL: paths carry ids and
+query strings can carry identifiers such as ``external_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("app.access")
+
+REQUESTS = Counter(
+    "outcomes_http_requests_total",
+    "HTTP requests by route template and status",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "outcomes_http_request_duration_seconds",
+    "HTTP request duration by route template",
+    ["method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template (``/api/v1/patients/{patient_id}``), never the URL."""
+    # FastAPI ≥ 0.16x keeps the prefixed template on the effective route context.
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return template or "<unmatched>"
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text; with several workers, the sum over all of them."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+
+
+class TelemetryMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - started
+            method, template = scope["method"], route_template(scope)
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(seconds)
+            log.info("%s %s %d %.1fms", method, template, status, seconds * 1000)
