@@ -39,9 +39,8 @@ class Instrument:
     def accepts(self, value: float) -> str | None:
         """Why ``value`` is not a valid reading of this instrument, or None if it is."""
         if not self.min <= value <= self.max:
-            return (
-                f"must be between {_fmt(self.min)} and {_fmt(self.max)} {self.unit} for {self.code}"
-            )
+            unit = "" if self.unit.startswith("{") else f" {self.unit}"  # UCUM {score}: no unit
+            return f"must be between {_fmt(self.min)} and {_fmt(self.max)}{unit} for {self.code}"
         if self.integer and not float(value).is_integer():
             return f"must be a whole number for {self.code}"
         return None

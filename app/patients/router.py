@@ -3,30 +3,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 
-from app.core.db import SessionDep
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.patients.dependencies import PatientDep, PatientServiceDep
 from app.patients.models import Patient
 from app.patients.schemas import PatientCreate, PatientRead, PatientUpdate
-from app.patients.service import PatientService
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 
 
-def get_patient_service(session: SessionDep) -> PatientService:
-    return PatientService(session)
-
-
-ServiceDep = Annotated[PatientService, Depends(get_patient_service)]
-
-
-async def valid_patient(patient_id: uuid.UUID, service: ServiceDep) -> Patient:
-    """The patient named in the path, or a 404."""
-    return await service.get(patient_id)
-
-
-PatientDep = Annotated[Patient, Depends(valid_patient)]
+ServiceDep = PatientServiceDep
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)

@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import new_id, utcnow
+from app.core.errors import Unprocessable, field_error, validation_errors
+from app.observations.catalogue import CATALOGUE, Instrument
+from app.observations.errors import InvalidReference, ObservationIdConflict
+from app.observations.models import Observation
+from app.observations.repository import ObservationRepository
+from app.observations.schemas import (
+    BatchItemError,
+    BatchItemResult,
+    BatchResult,
+    BatchStatus,
+    ObservationCreate,
+)
+
+# What a client sends; two posts of one id are the same observation when these agree.
+CONTENT_FIELDS = (
+    "instrument",
+    "value",
+    "recorded_at",
+    "course_id",
+    "session_id",
+    "context",
+    "source",
+    "note",
+)
+
+_uuid = TypeAdapter(uuid.UUID)
+
+
+def list_instruments() -> Sequence[Instrument]:
+    return CATALOGUE
+
+
+def _same_content(stored: Observation, patient_id: uuid.UUID, data: ObservationCreate) -> bool:
+    return stored.patient_id == patient_id and all(
+        getattr(stored, name) == getattr(data, name) for name in CONTENT_FIELDS
+    )
+
+
+def _client_id(item: Any) -> uuid.UUID | None:
+    """The id of a raw batch item, if it carries a valid one (reported even when rejected)."""
+    if not isinstance(item, dict) or item.get("id") is None:
+        return None
+    try:
+        return _uuid.validate_python(item["id"])
+    except ValidationError:
+        return None
+
+
+@dataclass
+class _Outcome:
+    """The result of one batch item, settled step by step."""
+
+    index: int
+    id: uuid.UUID | None
+    status: BatchStatus = "created"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    copy_of: _Outcome | None = None  # an earlier, identical item of this batch
+
+    def reject(self, errors: list[dict[str, Any]]) -> None:
+        self.status = "rejected"
+        self.errors = errors
+
+    def result(self) -> BatchItemResult:
+        if self.copy_of is not None and self.copy_of.status == "rejected":
+            # An identical copy shares the fate of the item it repeats.
+            self.reject(self.copy_of.errors)
+        if self.status == "rejected":
+            errors = [BatchItemError.model_validate(e) for e in self.errors]
+            return BatchItemResult(index=self.index, id=self.id, status="rejected", errors=errors)
+        # `errors` left unset, so the response omits it.
+        return BatchItemResult(index=self.index, id=self.id, status=self.status)
+
+
+@dataclass
+class _Candidate:
+    """A valid batch item that is still on its way to being stored."""
+
+    outcome: _Outcome
+    id: uuid.UUID
+    data: ObservationCreate
+
+
+class ObservationService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = ObservationRepository(session)
+
+    async def record(
+        self, patient_id: uuid.UUID, data: ObservationCreate
+    ) -> tuple[Observation, bool]:
+        """Store one observation of an existing patient: (the stored row, whether it is new).
+
+        A replayed client id with the same content returns the stored row; with different
+        content (or another patient's) it is a conflict.
+        """
+        await self._check_references(patient_id, data)
+        row = self._row(patient_id, data, utcnow())
+        stored = await self.repo.insert_one(row)
+        if stored is not None:
+            return stored, True
+        existing = await self.repo.get(row["id"])
+        if existing is None or not _same_content(existing, patient_id, data):
+            raise ObservationIdConflict()
+        return existing, False
+
+    async def record_batch(self, patient_id: uuid.UUID, items: list[Any]) -> BatchResult:
+        """Validate each item on its own and store the valid ones with one INSERT."""
+        outcomes, candidates = self._parse(items)
+        candidates = await self._without_foreign_references(patient_id, candidates)
+        candidates = self._without_repeated_ids(candidates)
+
+        received_at = utcnow()
+        rows = [self._row(patient_id, c.data, received_at, c.id) for c in candidates]
+        inserted = await self.repo.insert_many(rows)
+
+        # Ids that were already stored (by an earlier request or a concurrent one).
+        taken = [c for c in candidates if c.id not in inserted]
+        existing = await self.repo.get_many({c.id for c in taken})
+        for candidate in taken:
+            stored = existing.get(candidate.id)
+            if stored is not None and _same_content(stored, patient_id, candidate.data):
+                candidate.outcome.status = "duplicate"
+            else:
+                candidate.outcome.reject([field_error(["id"], ObservationIdConflict.msg)])
+        return BatchResult(results=[o.result() for o in outcomes])
+
+    async def page(
+        self,
+        patient_id: uuid.UUID,
+        *,
+        instrument: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        course_id: uuid.UUID | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Observation], str | None]:
+        if since is not None and until is not None and until <= since:
+            raise Unprocessable.at(["query", "until"], "must be later than since")
+        return await self.repo.page(
+            patient_id,
+            instrument=instrument,
+            since=since,
+            until=until,
+            course_id=course_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @staticmethod
+    def _row(
+        patient_id: uuid.UUID,
+        data: ObservationCreate,
+        received_at: datetime,
+        observation_id: uuid.UUID | None = None,
+    ) -> dict[str, Any]:
+        return data.model_dump() | {
+            "id": observation_id or data.id or new_id(),
+            "patient_id": patient_id,
+            "received_at": received_at,
+        }
+
+    async def _check_references(self, patient_id: uuid.UUID, data: ObservationCreate) -> None:
+        if data.course_id is not None:
+            found = await self.repo.course_ids_of_patient(patient_id, {data.course_id})
+            if not found:
+                raise InvalidReference("course_id", InvalidReference.COURSE_MSG)
+        if data.session_id is not None:
+            sessions = await self.repo.session_courses_of_patient(patient_id, {data.session_id})
+            error = _session_error(sessions, data)
+            if error is not None:
+                raise InvalidReference("session_id", error)
+
+    @staticmethod
+    def _parse(items: list[Any]) -> tuple[list[_Outcome], list[_Candidate]]:
+        outcomes: list[_Outcome] = []
+        candidates: list[_Candidate] = []
+        for index, item in enumerate(items):
+            try:
+                data = ObservationCreate.model_validate(item)
+            except ValidationError as exc:
+                outcome = _Outcome(index, _client_id(item))
+                outcome.reject(validation_errors(exc.errors(include_input=False)))
+                outcomes.append(outcome)
+                continue
+            # A server id is assigned now so that every result can name its observation.
+            observation_id = data.id or new_id()
+            outcome = _Outcome(index, observation_id)
+            outcomes.append(outcome)
+            candidates.append(_Candidate(outcome, observation_id, data))
+        return outcomes, candidates
+
+    async def _without_foreign_references(
+        self, patient_id: uuid.UUID, candidates: list[_Candidate]
+    ) -> list[_Candidate]:
+        """Reject items naming another patient's course or session: one look-up per kind."""
+        course_ids = {c.data.course_id for c in candidates if c.data.course_id is not None}
+        session_ids = {c.data.session_id for c in candidates if c.data.session_id is not None}
+        courses = await self.repo.course_ids_of_patient(patient_id, course_ids)
+        sessions = await self.repo.session_courses_of_patient(patient_id, session_ids)
+        kept = []
+        for candidate in candidates:
+            data = candidate.data
+            errors = []
+            if data.course_id is not None and data.course_id not in courses:
+                errors.append(field_error(["course_id"], InvalidReference.COURSE_MSG))
+            if (session_error := _session_error(sessions, data)) is not None:
+                errors.append(field_error(["session_id"], session_error))
+            if errors:
+                candidate.outcome.reject(errors)
+            else:
+                kept.append(candidate)
+        return kept
+
+    @staticmethod
+    def _without_repeated_ids(candidates: list[_Candidate]) -> list[_Candidate]:
+        """The first valid item with an id wins; a later identical copy is a duplicate and a
+        later different one is rejected."""
+        first: dict[uuid.UUID, _Candidate] = {}
+        for candidate in candidates:
+            winner = first.setdefault(candidate.id, candidate)
+            if winner is candidate:
+                continue
+            if winner.data == candidate.data:
+                candidate.outcome.status = "duplicate"
+                candidate.outcome.copy_of = winner.outcome
+            else:
+                candidate.outcome.reject([field_error(["id"], ObservationIdConflict.msg)])
+        return list(first.values())
+
+
+def _session_error(sessions: dict[uuid.UUID, uuid.UUID], data: ObservationCreate) -> str | None:
+    if data.session_id is None:
+        return None
+    course_id = sessions.get(data.session_id)
+    if course_id is None:
+        return InvalidReference.SESSION_MSG
+    if data.course_id is not None and data.course_id != course_id:
+        return InvalidReference.SESSION_COURSE_MSG
+    return None
