@@ -1,0 +1,87 @@
+"""Theil–Sen and Mann–Kendall agree with the reference libraries to 1e-9 (property-based)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pymannkendall
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as scipy_stats
+
+from app.analytics.stats import mann_kendall, theil_sen
+
+TOLERANCE = 1e-9
+
+# Scores as clinics record them: small integer scales (many ties) or one-decimal measures.
+integer_scores = st.lists(st.integers(0, 10).map(float), min_size=3, max_size=200)
+decimal_scores = st.lists(st.integers(0, 1200).map(lambda v: v / 10), min_size=3, max_size=200)
+series = st.one_of(integer_scores, decimal_scores)
+
+
+@st.composite
+def timed_series(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    values = draw(series)
+    # Times in weeks, non-decreasing, with repeats (two scores in the same minute happen).
+    gaps = draw(st.lists(st.integers(0, 5000), min_size=len(values), max_size=len(values)))
+    weeks = np.cumsum(np.array(gaps, dtype=float)) / (7 * 24 * 60)
+    return weeks, np.array(values, dtype=float)
+
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TOLERANCE
+
+
+@settings(max_examples=400, deadline=None)
+@given(timed_series())
+def test_theil_sen_matches_scipy(data: tuple[np.ndarray, np.ndarray]) -> None:
+    weeks, values = data
+    ours = theil_sen(weeks, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns when all x are equal
+        ref = scipy_stats.theilslopes(values, weeks, alpha=0.95)
+    if ours is None:
+        assert math.isnan(ref.slope)
+        return
+    assert _close(ours.slope, ref.slope)
+    assert _close(ours.low, ref.low_slope)
+    assert _close(ours.high, ref.high_slope)
+
+
+@settings(max_examples=400, deadline=None)
+@given(series)
+def test_mann_kendall_matches_pymannkendall(values: list[float]) -> None:
+    y = np.array(values, dtype=float)
+    ours = mann_kendall(y)
+    ref = pymannkendall.original_test(y)
+    assert _close(ours.s, float(ref.s))
+    assert _close(ours.var_s, float(ref.var_s))
+    assert _close(ours.tau, float(ref.Tau))
+    assert _close(ours.p, float(ref.p))
+
+
+def test_monotone_decrease_is_a_significant_downward_trend() -> None:
+    y = np.array([8, 7, 7, 6, 5, 4, 4, 3, 2, 2], dtype=float)
+    result = mann_kendall(y)
+    assert result.tau < -0.8
+    assert result.p < 0.001
+
+
+def test_constant_series_has_no_trend() -> None:
+    result = mann_kendall(np.array([5.0, 5.0, 5.0, 5.0]))
+    assert result.s == 0
+    assert result.p == 1.0
+
+
+def test_theil_sen_slope_of_a_line() -> None:
+    weeks = np.array([0.0, 1.0, 2.0, 3.0])
+    fit = theil_sen(weeks, 7 - 1.5 * weeks)
+    assert fit is not None
+    assert fit.slope == pytest.approx(-1.5)
+
+
+def test_theil_sen_without_spread_in_time_is_none() -> None:
+    assert theil_sen(np.zeros(3), np.array([1.0, 2.0, 3.0])) is None

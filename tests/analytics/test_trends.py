@@ -1,0 +1,172 @@
+"""Per-instrument trend definitions (ANALYTICS.md), on plain numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from app.analytics.trends import Point, Thresholds, instrument_trend, primary_instrument
+from app.observations.catalogue import BY_CODE
+
+START = date(2026, 3, 2)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # first session
+NOW = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
+
+
+def pts(*pairs: tuple[float, float]) -> list[Point]:
+    """(days after the first session, value) pairs."""
+    return [Point(T0 + timedelta(days=d), v) for d, v in pairs]
+
+
+def trend(code: str, points: list[Point], first_session_at: datetime | None = T0, **kw: object):  # type: ignore[no-untyped-def]
+    return instrument_trend(
+        BY_CODE[code],
+        points,
+        start_date=START,
+        first_session_at=first_session_at,
+        now=NOW,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_baseline_is_the_mean_before_the_first_session_and_current_the_median_of_last_three() -> (
+    None
+):
+    result = trend("pain-nrs", pts((-3, 8), (-1, 6), (1, 6), (3, 5), (5, 3), (7, 4), (9, 2)))
+    assert result.n == 7
+    assert result.baseline == 7  # mean(8, 6)
+    assert result.current == 3  # median(3, 4, 2)
+    assert result.improvement_abs == 4
+    assert result.improvement_pct == pytest.approx(4 / 7 * 100)
+    assert result.mcid_reached
+    assert result.status == "responder"
+    assert result.last_value == 2
+    assert result.last_recorded_at == T0 + timedelta(days=9)
+    assert result.slope_per_week is not None
+    assert result.slope_per_week < 0
+    assert result.slope_ci is not None
+    assert result.slope_ci[0] <= result.slope_per_week <= result.slope_ci[1]
+    assert result.mann_kendall is not None
+    assert result.mann_kendall.tau < 0
+
+
+def test_without_values_before_the_first_session_the_first_value_is_the_baseline() -> None:
+    result = trend("pain-nrs", pts((0, 8), (2, 7), (4, 6)))
+    assert result.baseline == 8
+    assert result.current == 6.5  # median of the 2 values after the baseline
+
+
+def test_values_outside_the_window_are_ignored() -> None:
+    too_early = Point(datetime(2026, 2, 10, tzinfo=UTC), 10)  # > 14 days before the start
+    future = Point(NOW + timedelta(days=1), 0)
+    result = trend("pain-nrs", [too_early, future, *pts((-1, 6), (2, 5), (4, 4))])
+    assert result.n == 3
+    assert result.baseline == 6
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [],
+        pts((-1, 7)),
+        pts((-1, 7), (2, 5)),  # fewer than 3 values
+        pts((-3, 7), (-2, 6), (-1, 7)),  # nothing after the baseline
+    ],
+)
+def test_insufficient_data_gives_nulls_not_errors(points: list[Point]) -> None:
+    result = trend("pain-nrs", points)
+    assert result.status == "insufficient-data"
+    assert result.baseline is None
+    assert result.current is None
+    assert result.improvement_abs is None
+    assert result.improvement_pct is None
+    assert not result.mcid_reached
+
+
+def test_no_session_yet_means_no_response_to_measure() -> None:
+    result = trend("pain-nrs", pts((-3, 7), (-2, 6), (-1, 7)), first_session_at=None)
+    assert result.status == "insufficient-data"
+    assert result.slope_per_week is not None  # the series still has a trend
+
+
+# Boundaries on pain-nrs (MCID 2 points): baseline 10 so each point is 10%.
+@pytest.mark.parametrize(
+    ("current", "status"),
+    [
+        (5, "responder"),  # exactly 50%, 5 points
+        (6, "partial-responder"),  # 40%
+        (7, "partial-responder"),  # exactly 30%, exactly MCID + 1
+        (8, "non-responder"),  # 20%, exactly MCID but under 30%
+        (9, "non-responder"),
+        (12, "worsening"),  # -2: exactly -MCID
+    ],
+)
+def test_status_boundaries_on_a_lower_is_better_scale(current: float, status: str) -> None:
+    # pain-nrs tops at 10, so use the VAS-like arithmetic via pain-vas for 12; NRS for the rest
+    code = "pain-nrs" if current <= 10 else "pain-vas"
+    baseline = 10
+    result = trend(code, pts((-1, baseline), (1, current), (2, current), (3, current)))
+    if code == "pain-vas":  # VAS MCID is 15 mm: scale the worsening case
+        result = trend(code, pts((-1, 10), (1, 25), (2, 25), (3, 25)))
+    assert result.status == status
+
+
+def test_exactly_thirty_percent_and_exactly_mcid_is_partial() -> None:
+    # ODI (MCID 10 points): 40 → 28 is 12 points, 30%
+    result = trend("odi", pts((-1, 40), (3, 28), (6, 28), (9, 28)))
+    assert result.improvement_pct == 30
+    assert result.status == "partial-responder"
+
+
+def test_just_under_mcid_is_not_a_response_even_above_thirty_percent() -> None:
+    # NRS 3 → 2 is 33% but only 1 point (MCID 2)
+    result = trend("pain-nrs", pts((-1, 3), (1, 2), (2, 2), (3, 2)))
+    assert result.improvement_pct == pytest.approx(100 / 3)
+    assert result.status == "non-responder"
+
+
+@pytest.mark.parametrize(
+    ("values", "status"),
+    [
+        ((20, 40, 42, 45), "responder"),  # lumbar flexion 20° → 42°: 22 of 40 to normal (55%)
+        ((20, 34, 33, 33), "partial-responder"),  # +13°, 32.5%
+        ((20, 24, 25, 25), "non-responder"),  # +5° < MCID 10
+        ((40, 30, 28, 29), "worsening"),  # -11°
+    ],
+)
+def test_status_where_higher_is_better_lumbar_flexion(
+    values: tuple[float, ...], status: str
+) -> None:
+    result = trend(
+        "rom-lumbar-flexion", pts(*((-1 if i == 0 else i, v) for i, v in enumerate(values)))
+    )
+    assert result.status == status
+
+
+def test_schober_improvement_is_measured_towards_the_normal_excursion() -> None:
+    # Schober best is 5 cm: 2 → 4 cm is +2 (MCID 2) and 2/3 of the way to normal
+    result = trend("schober", pts((-1, 2), (2, 4), (4, 4), (6, 4)))
+    assert result.improvement_abs == 2
+    assert result.improvement_pct == pytest.approx(200 / 3)
+    assert result.status == "responder"
+
+
+def test_improvement_pct_is_null_when_baseline_is_already_at_best() -> None:
+    result = trend("pain-nrs", pts((-1, 0), (1, 0), (2, 1), (3, 0)))
+    assert result.improvement_pct is None
+    assert result.status == "non-responder"
+
+
+def test_custom_thresholds() -> None:
+    result = trend(
+        "pain-nrs", pts((-1, 10), (1, 6), (2, 6), (3, 6)), thresholds=Thresholds(responder_pct=40)
+    )
+    assert result.status == "responder"
+
+
+def test_primary_instrument_prefers_nrs_then_vas_then_first() -> None:
+    assert primary_instrument(["odi", "pain-vas", "pain-nrs"]) == "pain-nrs"
+    assert primary_instrument(["odi", "pain-vas"]) == "pain-vas"
+    assert primary_instrument(["schober", "odi"]) == "schober"
+    assert primary_instrument([]) is None
