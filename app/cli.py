@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 
 from sqlalchemy.engine import make_url
 
@@ -38,6 +41,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         upgrade(settings.database_url)
     if sqlite and args.workers > 1:
         log.warning("SQLite serialises writers: more than one worker adds no write throughput")
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # /metrics answers from one worker; shared files let it report all of them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="outcomes-metrics-")
     print(f"Outcomes API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     uvicorn.run(
         "app.main:create_app",
@@ -52,6 +58,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo builds the whole app, which migrate and serve do not need.
+    from app.demo import DemoError, run_demo
+
+    today: date = args.today or datetime.now(UTC).date()
+    try:
+        return run_demo(get_settings(), patients=args.patients, seed=args.seed, today=today)
+    except DemoError as exc:
+        print(f"demo stopped: {exc}", file=sys.stderr)
+        return 1
+
+
+def _patient_count(raw: str) -> int:
+    from app.demo import MAX_PATIENTS
+
+    try:
+        count = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if not 1 <= count <= MAX_PATIENTS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_PATIENTS}")
+    return count
+
+
+def _past_day(raw: str) -> date:
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {raw!r}") from None
+    # The API refuses timestamps in the future, and the demo dates everything before this day.
+    if day > datetime.now(UTC).date():
+        raise argparse.ArgumentTypeError("must not be in the future")
+    return day
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="load a realistic synthetic cohort through the API (migrates first)",
+        description="Load a synthetic cohort (DEMO-0001, ...) through the API. Does nothing "
+        "if DEMO-0001 already exists. The same --seed and --today give the same data.",
+    )
+    demo.add_argument("--patients", type=_patient_count, default=60, help="default: 60")
+    demo.add_argument("--seed", type=int, default=42, help="default: 42")
+    demo.add_argument(
+        "--today",
+        type=_past_day,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the day the cohort is dated back from (default: today in UTC)",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
