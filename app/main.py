@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from app import ops
+from app.analytics.registry import policies
+from app.analytics.router import router as analytics_router
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        policies()  # a broken policy file stops the start, not a later request
         # The engine belongs to the running app, not to the import.
         engine = create_engine(settings)
         app.state.engine = engine
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(patients_router)
     api.include_router(courses_router)
     api.include_router(sessions_router)
+    api.include_router(analytics_router)
     app.include_router(api)
     app.include_router(ops.router)
     return app

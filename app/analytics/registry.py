@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from app.analytics.policy import PolicyParams
+from app.core.config import get_settings
 
 BUILT_IN = Path(__file__).resolve().parent / "policies"
 DEFAULT_POLICY = "standard-v1"
@@ -46,3 +47,8 @@ def load_policies(folders: Iterable[Path]) -> dict[str, PolicyParams]:
 def registry(extra_folder: str | None = None) -> dict[str, PolicyParams]:
     folders = [BUILT_IN] + ([Path(extra_folder)] if extra_folder else [])
     return load_policies(folders)
+
+
+def policies() -> dict[str, PolicyParams]:
+    """The policies this deployment offers (built-ins plus ``OUTCOMES_POLICY_DIR``)."""
+    return registry(get_settings().policy_dir)

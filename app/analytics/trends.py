@@ -65,6 +65,14 @@ def window_start(start_date: date, thresholds: Thresholds) -> datetime:
     return datetime.combine(first_day, time.min, tzinfo=UTC)
 
 
+def in_window(
+    points: Sequence[Point], start_date: date, now: datetime, thresholds: Thresholds
+) -> list[Point]:
+    """The values a course's trend uses, oldest first: from the window start until ``now``."""
+    since = window_start(start_date, thresholds)
+    return sorted((p for p in points if since <= p.recorded_at <= now), key=lambda p: p.recorded_at)
+
+
 def instrument_trend(
     instrument: Instrument,
     points: Sequence[Point],
@@ -91,16 +99,7 @@ def instrument_trend(
     if n < 3:
         return empty
 
-    # Baseline: the values before the first session; without any, the course's first value.
-    # Without a session yet, every value is pre-treatment and nothing follows the baseline.
-    if first_session_at is None:
-        before, after = series, []
-    else:
-        before = [p for p in series if p.recorded_at < first_session_at]
-        after = [p for p in series if p.recorded_at >= first_session_at]
-        if not before:
-            before, after = series[:1], series[1:]
-
+    before, after = split_baseline(series, first_session_at)
     values = np.fromiter((p.value for p in series), dtype=np.float64, count=n)
     weeks = np.fromiter(
         (
@@ -122,10 +121,7 @@ def instrument_trend(
 
     baseline = statistics.fmean(p.value for p in before)
     current = statistics.median(p.value for p in after[-thresholds.current_of_last :])
-    raw_abs = baseline - current if instrument.better == "lower" else current - baseline
-    improvement_abs = round(raw_abs, _DECIMALS)
-    span = abs(baseline - instrument.best)
-    improvement_pct = round(100.0 * raw_abs / span, _DECIMALS) if span > 0 else None
+    improvement_abs, improvement_pct = improvement(instrument, baseline, current)
     mcid_reached = improvement_abs >= instrument.mcid_abs
     return InstrumentTrend(
         instrument=instrument.code,
@@ -142,6 +138,32 @@ def instrument_trend(
         slope_ci=(sen.low, sen.high) if sen else None,
         mann_kendall=mk,
     )
+
+
+def split_baseline(
+    series: Sequence[Point], first_session_at: datetime | None
+) -> tuple[Sequence[Point], Sequence[Point]]:
+    """(baseline values, values after them) of a time-ordered series.
+
+    The baseline is what was recorded before the first session; without any, the course's
+    first value. Without a session yet every value is pre-treatment: nothing follows.
+    """
+    if first_session_at is None:
+        return series, []
+    before = [p for p in series if p.recorded_at < first_session_at]
+    if not before:
+        return series[:1], series[1:]
+    return before, [p for p in series if p.recorded_at >= first_session_at]
+
+
+def improvement(
+    instrument: Instrument, baseline: float, value: float
+) -> tuple[float, float | None]:
+    """(improvement_abs, improvement_pct) of ``value`` against ``baseline``; pct None at best."""
+    raw = baseline - value if instrument.better == "lower" else value - baseline
+    span = abs(baseline - instrument.best)
+    pct = round(100.0 * raw / span, _DECIMALS) if span > 0 else None
+    return round(raw, _DECIMALS), pct
 
 
 def classify(

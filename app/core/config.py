@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # How long a SQLite writer waits for the lock before giving up.
     sqlite_busy_timeout_ms: int = 10_000
     log_level: str = "info"
+    # A folder of a clinic's own frequency policies (<id>.json), beside the built-in ones.
+    policy_dir: str | None = None
 
     @property
     def async_database_url(self) -> URL:

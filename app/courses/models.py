@@ -56,6 +56,8 @@ class Course(Base):
     sessions_done: Mapped[int] = mapped_column(Integer, default=0)
     last_session_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notes: Mapped[str | None] = mapped_column(Text)
+    # The frequency policy (a registry id, e.g. `standard-v1`) that steers this course.
+    policy: Mapped[str] = mapped_column(String(50), server_default="standard-v1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
+from app.analytics.registry import DEFAULT_POLICY, policies
 from app.core.schemas import Number, RequestModel, ResponseModel
 
 Technique = Literal["intramuscular", "paravertebral", "subcutaneous", "intra-articular"]
@@ -39,6 +40,16 @@ class CourseCreate(RequestModel):
     )
     max_sessions: Annotated[int, Field(ge=1, le=500)] | None = None
     notes: Notes | None = None
+    policy: str = Field(
+        DEFAULT_POLICY, description="The frequency policy that steers the course (a registry id)."
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in policies():
+            raise ValueError(f"unknown policy; available: {', '.join(sorted(policies()))}")
+        return value
 
 
 class CourseUpdate(RequestModel):
@@ -75,6 +86,7 @@ class CourseRead(ResponseModel):
     sessions_done: int
     next_session_due: date | None
     notes: str | None
+    policy: str
     created_at: datetime
     updated_at: datetime
 

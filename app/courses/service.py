@@ -26,6 +26,14 @@ class CourseService:
             raise CourseNotFound(course_id)
         return course
 
+    async def get_for_patient(self, patient_id: uuid.UUID, course_id: uuid.UUID) -> Course:
+        """The patient's course, or a 404 (also for another patient's course)."""
+        await PatientService(self.session).get(patient_id)
+        course = await self.repo.get(course_id)
+        if course is None or course.patient_id != patient_id:
+            raise CourseNotFound(course_id)
+        return course
+
     async def page_for_patient(
         self, patient_id: uuid.UUID, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Course], str | None]:

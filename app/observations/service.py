@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.service import AnalyticsService
 from app.core.db import new_id, utcnow
 from app.core.errors import Unprocessable, field_error, validation_errors
 from app.observations.catalogue import CATALOGUE, Instrument
@@ -109,6 +110,7 @@ class ObservationService:
         row = self._row(patient_id, data, utcnow())
         stored = await self.repo.insert_one(row)
         if stored is not None:
+            await AnalyticsService(self.session).after_recording(patient_id)
             return stored, True
         existing = await self.repo.get(row["id"])
         if existing is None or not _same_content(existing, patient_id, data):
@@ -124,6 +126,8 @@ class ObservationService:
         received_at = utcnow()
         rows = [self._row(patient_id, c.data, received_at, c.id) for c in candidates]
         inserted = await self.repo.insert_many(rows)
+        if inserted:  # one policy evaluation for the whole batch
+            await AnalyticsService(self.session).after_recording(patient_id)
 
         # Ids that were already stored (by an earlier request or a concurrent one).
         taken = [c for c in candidates if c.id not in inserted]

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics.service import AnalyticsService
 from app.core.errors import Unprocessable
 from app.courses.errors import CourseNotActive
 from app.courses.service import CourseService
@@ -38,8 +39,9 @@ class SessionService:
             course_id=course_id, patient_id=course.patient_id, number=number, **fields
         )
         await self.repo.add(treatment_session)
-        # The UPDATE above bypassed the identity map; reload the course for later readers.
+        # The UPDATE above bypassed the identity map; reload the course for the policy.
         await self.session.refresh(course)
+        await AnalyticsService(self.session).after_recording(course.patient_id, course)
         return treatment_session
 
     async def page_for_course(

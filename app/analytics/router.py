@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.analytics.schemas import (
+    CohortSummaryRead,
+    InstrumentTrendRead,
+    RecommendationRead,
+    TrendsRead,
+)
+from app.analytics.service import AnalyticsService, CourseAnalysis
+from app.core.db import SessionDep, utcnow
+from app.courses.schemas import Technique
+from app.observations.schemas import InstrumentCode
+from app.patients.dependencies import PatientDep
+
+router = APIRouter(tags=["analytics"])
+
+
+def get_analytics_service(session: SessionDep) -> AnalyticsService:
+    return AnalyticsService(session)
+
+
+ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
+
+
+@router.get("/patients/{patient_id}/trends", response_model=TrendsRead)
+async def patient_trends(
+    patient: PatientDep,
+    service: ServiceDep,
+    course_id: Annotated[
+        uuid.UUID | None, Query(description="Default: the active course, else the latest.")
+    ] = None,
+    instrument: Annotated[InstrumentCode | None, Query(description="Only this instrument.")] = None,
+) -> TrendsRead:
+    """Each instrument's response trend within a course (definitions in ANALYTICS.md)."""
+    course, analysis = await service.trends(patient.id, course_id, instrument)
+    if course is None or analysis is None:
+        return TrendsRead(
+            patient_id=patient.id, course_id=None, status="insufficient-data", instruments=[]
+        )
+    return TrendsRead(
+        patient_id=patient.id,
+        course_id=course.id,
+        status=analysis.status,
+        instruments=[InstrumentTrendRead.model_validate(t) for t in analysis.trends.values()],
+    )
+
+
+@router.get("/courses/{course_id}/recommendation", response_model=RecommendationRead)
+async def course_recommendation(course_id: uuid.UUID, service: ServiceDep) -> RecommendationRead:
+    """What the course's frequency policy says now, with the rule, a rationale and the evidence.
+
+    Reading it changes nothing: an `auto` course applies a change when new data is recorded.
+    """
+    analysis: CourseAnalysis = await service.recommendation(course_id)
+    rec = analysis.recommendation
+    return RecommendationRead(
+        course_id=course_id,
+        current_sessions_per_week=rec.current_sessions_per_week,
+        recommended_sessions_per_week=rec.recommended_sessions_per_week,
+        action=rec.action,
+        phase=rec.phase,
+        rule=rec.rule,
+        rationale=rec.rationale,
+        evidence=rec.evidence | {"applies_automatically": rec.apply},
+        policy_version=rec.policy_version,
+        computed_at=utcnow(),
+    )
+
+
+@router.get("/cohort/summary", response_model=CohortSummaryRead)
+async def cohort_summary(
+    service: ServiceDep,
+    indication: Annotated[
+        str | None, Query(max_length=200, description="Case-insensitive.")
+    ] = None,
+    technique: Annotated[Technique | None, Query()] = None,
+    since: Annotated[
+        date | None, Query(description="Courses starting on or after this date.")
+    ] = None,
+    until: Annotated[
+        date | None, Query(description="Courses starting on or before this date.")
+    ] = None,
+) -> CohortSummaryRead:
+    """Courses by response status, responder rate and mean improvement by week of course."""
+    summary = await service.cohort(
+        indication=indication, technique=technique, since=since, until=until
+    )
+    return CohortSummaryRead.model_validate(summary)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
+
+from app.analytics.policy import Action
+from app.analytics.trends import Status
+from app.core.schemas import Number, ResponseModel
+
+
+def _finite_or_none(value: Any) -> Any:
+    # JSON has no NaN: a statistic that cannot be computed is null.
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+Stat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+
+class MannKendallRead(ResponseModel):
+    tau: float
+    p: float
+
+
+class InstrumentTrendRead(ResponseModel):
+    instrument: str
+    n: int
+    baseline: Stat
+    current: Stat
+    last_value: Stat
+    last_recorded_at: datetime | None
+    improvement_abs: Stat
+    improvement_pct: Stat
+    slope_per_week: Stat
+    slope_ci: tuple[Stat, Stat] | None
+    mann_kendall: MannKendallRead | None
+    mcid_reached: bool
+    status: Status
+
+
+class TrendsRead(ResponseModel):
+    patient_id: uuid.UUID
+    course_id: uuid.UUID | None
+    status: Status
+    instruments: list[InstrumentTrendRead]
+
+
+class RecommendationRead(ResponseModel):
+    course_id: uuid.UUID
+    current_sessions_per_week: Number
+    recommended_sessions_per_week: Number
+    action: Action
+    phase: Literal["induction", "consolidation", "maintenance"]
+    rule: str
+    rationale: str
+    evidence: dict[str, Any]
+    policy_version: str
+    computed_at: datetime
+
+
+class WeekImprovementRead(ResponseModel):
+    week: int
+    mean_improvement_pct: float
+    n: int
+
+
+class CohortSummaryRead(ResponseModel):
+    courses: int
+    by_status: dict[str, int]
+    responder_rate: float | None
+    improvement_by_week: list[WeekImprovementRead]

@@ -1,0 +1,202 @@
+"""Feeds the pure trend and policy functions from the database and applies their results."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.analytics.cohort import CohortSummary, outcome, summarise, weekly_improvement
+from app.analytics.errors import UnknownPolicy
+from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
+from app.analytics.registry import policies
+from app.analytics.repository import AnalyticsRepository, CourseFacts
+from app.analytics.trends import (
+    InstrumentTrend,
+    Point,
+    Status,
+    instrument_trend,
+    primary_instrument,
+    window_start,
+)
+from app.core.db import utcnow
+from app.courses.models import Course, FrequencyChange
+from app.courses.schedule import phase_for
+from app.courses.service import CourseService
+from app.observations.catalogue import BY_CODE, CATALOGUE
+
+
+@dataclass(frozen=True, slots=True)
+class CourseAnalysis:
+    course: Course
+    trends: dict[str, InstrumentTrend]  # in catalogue order, instruments with values only
+    primary: str | None
+    recommendation: Recommendation
+
+    @property
+    def status(self) -> Status:
+        trend = self.trends.get(self.primary) if self.primary else None
+        return trend.status if trend else "insufficient-data"
+
+
+def course_trends(
+    course: Course,
+    points: dict[str, list[Point]],
+    first_session_at: datetime | None,
+    now: datetime,
+    params: PolicyParams,
+) -> dict[str, InstrumentTrend]:
+    """The trend of every instrument with values, in catalogue order."""
+    return {
+        ins.code: instrument_trend(
+            ins,
+            points[ins.code],
+            start_date=course.start_date,
+            first_session_at=first_session_at,
+            now=now,
+            thresholds=params.thresholds,
+        )
+        for ins in CATALOGUE
+        if points.get(ins.code)
+    }
+
+
+def _group(rows: Iterable[tuple[str, datetime, float]]) -> dict[str, list[Point]]:
+    grouped: dict[str, list[Point]] = defaultdict(list)
+    for code, recorded_at, value in rows:
+        grouped[code].append(Point(recorded_at, value))
+    return grouped
+
+
+class AnalyticsService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = AnalyticsRepository(session)
+
+    @staticmethod
+    def policy_of(course: Course) -> PolicyParams:
+        params = policies().get(course.policy)
+        if params is None:
+            raise UnknownPolicy(f"The course's policy {course.policy!r} is not installed.")
+        return params
+
+    async def analyse(
+        self, course: Course, now: datetime, instrument: str | None = None
+    ) -> CourseAnalysis:
+        """Trends of every instrument with values in the course window, and the policy's say."""
+        params = self.policy_of(course)
+        facts = await self.repo.facts(course.id)
+        since = window_start(course.start_date, params.thresholds)
+        points = _group(await self.repo.values_since(course.patient_id, since))
+        trends = course_trends(course, points, facts.first_session_at, now, params)
+        primary = primary_instrument([code for code, t in trends.items() if t.n > 0])
+        rec = evaluate(
+            params,
+            _state(course, facts),
+            trends.get(primary) if primary else None,
+            BY_CODE[primary] if primary else None,
+            now,
+        )
+        if instrument is not None:
+            trends = {code: t for code, t in trends.items() if code == instrument}
+        return CourseAnalysis(course, trends, primary, rec)
+
+    async def after_recording(self, patient_id: uuid.UUID, course: Course | None = None) -> None:
+        """Run the policy once for the course(s) that new data concerns, in this transaction.
+
+        A session names its course; an observation concerns the patient's active courses.
+        """
+        courses = [course] if course is not None else await self.repo.active_courses(patient_id)
+        now = utcnow()
+        for each in courses:
+            analysis = await self.analyse(each, now)
+            if analysis.recommendation.apply:
+                await self._apply(each, analysis.recommendation, now)
+
+    async def _apply(self, course: Course, rec: Recommendation, now: datetime) -> None:
+        course.sessions_per_week = rec.recommended_sessions_per_week
+        course.phase = phase_for(rec.recommended_sessions_per_week)
+        await self.repo.add_change(
+            FrequencyChange(
+                course_id=course.id,
+                sessions_per_week=course.sessions_per_week,
+                phase=course.phase,
+                changed_at=now,
+                source="policy",
+                rule=rec.rule,
+                reason=rec.rationale,
+            )
+        )
+
+    async def trends(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None, instrument: str | None
+    ) -> tuple[Course | None, CourseAnalysis | None]:
+        course: Course | None
+        if course_id is not None:
+            course = await CourseService(self.session).get_for_patient(patient_id, course_id)
+        else:
+            course = await self.repo.course_for_trends(patient_id)
+        if course is None:
+            return None, None
+        return course, await self.analyse(course, utcnow(), instrument)
+
+    async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
+        course = await CourseService(self.session).get(course_id)
+        return await self.analyse(course, utcnow())
+
+    async def cohort(
+        self,
+        *,
+        indication: str | None,
+        technique: str | None,
+        since: date | None,
+        until: date | None,
+    ) -> CohortSummary:
+        """All matching courses in one pass: three queries whatever the cohort's size."""
+        now = utcnow()
+        courses = await self.repo.cohort_courses(indication, technique, since, until)
+        if not courses:
+            return summarise([])
+        first_sessions = await self.repo.first_sessions([c.id for c in courses])
+        earliest = min(window_start(c.start_date, self.policy_of(c).thresholds) for c in courses)
+        values = await self.repo.values_of_patients({c.patient_id for c in courses}, earliest)
+        by_patient: dict[uuid.UUID, list[tuple[str, datetime, float]]] = defaultdict(list)
+        for patient_id, code, recorded_at, value in values:
+            by_patient[patient_id].append((code, recorded_at, value))
+        outcomes = []
+        for course in courses:
+            params = self.policy_of(course)
+            points = _group(by_patient[course.patient_id])
+            first = first_sessions.get(course.id)
+            trends = course_trends(course, points, first, now, params)
+            primary = primary_instrument([code for code, t in trends.items() if t.n > 0])
+            if primary is None:
+                outcomes.append(outcome(None))
+                continue
+            weekly = weekly_improvement(
+                BY_CODE[primary], points[primary], start_date=course.start_date,
+                first_session_at=first, now=now, thresholds=params.thresholds,
+            )  # fmt: skip
+            outcomes.append(outcome(trends[primary], weekly))
+        return summarise(outcomes)
+
+
+def _state(course: Course, facts: CourseFacts) -> CourseState:
+    return CourseState(
+        status=course.status,
+        adjustment=course.adjustment,
+        sessions_per_week=course.sessions_per_week,
+        sessions_done=course.sessions_done,
+        max_sessions=course.max_sessions,
+        start_date=course.start_date,
+        last_change_source=facts.last_change_source,
+        last_change_at=facts.last_change_at,
+        latest_session_adverse_events=facts.latest_adverse_events,
+    )
+
+
+__all__: Sequence[str] = ["AnalyticsService", "CourseAnalysis"]
