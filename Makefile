@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install run test lint format migrate demo bench clean
 
@@ -25,19 +26,22 @@ test: install ## run the whole test suite (OUTCOMES_TEST_DATABASE_URL picks the 
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## formatting, lint and types
-	$(VENV)/bin/ruff format --check app migrations tests
-	$(VENV)/bin/ruff check app migrations tests
+	$(VENV)/bin/ruff format --check app migrations tests bench
+	$(VENV)/bin/ruff check app migrations tests bench
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff format app migrations tests
-	$(VENV)/bin/ruff check --fix app migrations tests
+	$(VENV)/bin/ruff format app migrations tests bench
+	$(VENV)/bin/ruff check --fix app migrations tests bench
 
 migrate: install
 	$(VENV)/bin/outcomes migrate
 
 demo: install ## load a synthetic cohort into the configured database
 	$(VENV)/bin/outcomes demo
+
+bench: install ## benchmarks: one line per figure, bench/results/latest.json
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

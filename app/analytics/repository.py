@@ -6,9 +6,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import ColumnElement, Row, ScalarSelect, Uuid, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.courses.models import Course, FrequencyChange
 from app.observations.models import Observation
@@ -29,13 +31,14 @@ class AnalyticsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def active_courses(self, patient_id: uuid.UUID) -> list[Course]:
+    async def active_courses(self, patient_id: uuid.UUID) -> list[tuple[Course, CourseFacts]]:
+        """The patient's active courses with their policy facts, in one round trip."""
         stmt = (
-            select(Course)
+            select(Course, *_facts_of(Course.id))
             .where(Course.patient_id == patient_id, Course.status == "active")
             .order_by(Course.start_date.desc(), Course.created_at.desc())
         )
-        return list((await self.session.scalars(stmt)).all())
+        return [(row[0], _facts(row[1:])) for row in (await self.session.execute(stmt)).all()]
 
     async def course_for_trends(self, patient_id: uuid.UUID) -> Course | None:
         """The patient's active course, else the latest one."""
@@ -52,42 +55,8 @@ class AnalyticsRepository:
         return await self.session.scalar(stmt)
 
     async def facts(self, course_id: uuid.UUID) -> CourseFacts:
-        latest_change = (
-            select(FrequencyChange.source, FrequencyChange.changed_at)
-            .where(FrequencyChange.course_id == course_id)
-            .order_by(FrequencyChange.changed_at.desc(), FrequencyChange.id.desc())
-            .limit(1)
-            .subquery()
-        )
-        first_session = (
-            select(func.min(TreatmentSession.performed_at))
-            .where(TreatmentSession.course_id == course_id)
-            .scalar_subquery()
-        )
-        latest_events = (
-            select(TreatmentSession.adverse_events)
-            .where(TreatmentSession.course_id == course_id)
-            .order_by(TreatmentSession.performed_at.desc(), TreatmentSession.number.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        row = (
-            await self.session.execute(
-                select(
-                    latest_change.c.source,
-                    latest_change.c.changed_at,
-                    first_session.label("first_session_at"),
-                    latest_events.label("latest_events"),
-                )
-            )
-        ).one()
-        return CourseFacts(
-            last_change_source=row.source,
-            last_change_at=row.changed_at,
-            # min() keeps the column type, so this is an aware UTC datetime on every database.
-            first_session_at=row.first_session_at,
-            latest_adverse_events=tuple(row.latest_events or ()),
-        )
+        row = (await self.session.execute(select(*_facts_of(literal(course_id, Uuid))))).one()
+        return _facts(row)
 
     async def values_since(
         self, patient_id: uuid.UUID, since: datetime, instrument: str | None = None
@@ -139,3 +108,41 @@ class AnalyticsRepository:
     async def add_change(self, change: FrequencyChange) -> None:
         self.session.add(change)
         await self.session.flush()
+
+
+def _facts_of(
+    course_id: ColumnElement[uuid.UUID] | InstrumentedAttribute[uuid.UUID],
+) -> tuple[ScalarSelect[Any], ...]:
+    """Correlated subqueries: the latest history row, the first session, the latest events."""
+    latest_change = (
+        select(FrequencyChange.source)
+        .where(FrequencyChange.course_id == course_id)
+        .order_by(FrequencyChange.changed_at.desc(), FrequencyChange.id.desc())
+        .limit(1)
+    )
+    latest_session = (
+        select(TreatmentSession.adverse_events)
+        .where(TreatmentSession.course_id == course_id)
+        .order_by(TreatmentSession.performed_at.desc(), TreatmentSession.number.desc())
+        .limit(1)
+    )
+    first_session = select(func.min(TreatmentSession.performed_at)).where(
+        TreatmentSession.course_id == course_id
+    )
+    return (
+        latest_change.scalar_subquery(),
+        latest_change.with_only_columns(FrequencyChange.changed_at).scalar_subquery(),
+        # min() keeps the column type: an aware UTC datetime on every database.
+        first_session.scalar_subquery(),
+        latest_session.scalar_subquery(),
+    )
+
+
+def _facts(row: Sequence[Any]) -> CourseFacts:
+    source, changed_at, first_session_at, events = row
+    return CourseFacts(
+        last_change_source=source,
+        last_change_at=changed_at,
+        first_session_at=first_session_at,
+        latest_adverse_events=tuple(events or ()),
+    )

@@ -85,11 +85,16 @@ class AnalyticsService:
         return params
 
     async def analyse(
-        self, course: Course, now: datetime, instrument: str | None = None
+        self,
+        course: Course,
+        now: datetime,
+        instrument: str | None = None,
+        facts: CourseFacts | None = None,
     ) -> CourseAnalysis:
         """Trends of every instrument with values in the course window, and the policy's say."""
         params = self.policy_of(course)
-        facts = await self.repo.facts(course.id)
+        if facts is None:
+            facts = await self.repo.facts(course.id)
         since = window_start(course.start_date, params.thresholds)
         points = _group(await self.repo.values_since(course.patient_id, since))
         trends = course_trends(course, points, facts.first_session_at, now, params)
@@ -110,10 +115,13 @@ class AnalyticsService:
 
         A session names its course; an observation concerns the patient's active courses.
         """
-        courses = [course] if course is not None else await self.repo.active_courses(patient_id)
         now = utcnow()
-        for each in courses:
-            analysis = await self.analyse(each, now)
+        if course is not None:
+            courses = [(course, await self.repo.facts(course.id))]
+        else:
+            courses = await self.repo.active_courses(patient_id)
+        for each, facts in courses:
+            analysis = await self.analyse(each, now, facts=facts)
             if analysis.recommendation.apply:
                 await self._apply(each, analysis.recommendation, now)
 

@@ -1,0 +1,79 @@
+"""CPU cost of one trend + policy evaluation, in one process (no I/O).
+
+Prints evaluations per second for 30-point series (issue 6 target: ≥ 20,000/s on one core)
+and CPU milliseconds per evaluation for 60-point series (issue 3 target: < 0.5 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import UTC, date, datetime, timedelta
+
+from app.analytics.policy import CourseState, evaluate
+from app.analytics.registry import registry
+from app.analytics.trends import Point, instrument_trend
+from app.observations.catalogue import BY_CODE
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+START = date(2026, 4, 1)
+NRS = BY_CODE["pain-nrs"]
+PARAMS = registry()["standard-v1"]
+STATE = CourseState(
+    status="active", adjustment="auto", sessions_per_week=3, sessions_done=10, max_sessions=None,
+    start_date=START, last_change_source="initial", last_change_at=NOW - timedelta(days=60),
+)  # fmt: skip
+
+
+def series(n: int, rng: random.Random) -> list[Point]:
+    """A responder's pain scores over 8 weeks: baseline 8 drifting down to about 3."""
+    t0 = datetime(2026, 3, 28, 9, tzinfo=UTC)
+    return [
+        Point(
+            t0 + timedelta(hours=i * 24 * 56 / n),
+            float(max(0, min(10, round(8 - 5 * i / n + rng.gauss(0, 1))))),
+        )
+        for i in range(n)
+    ]
+
+
+def one_evaluation(points: list[Point]) -> None:
+    trend = instrument_trend(
+        NRS, points, start_date=START, first_session_at=datetime(2026, 4, 1, 9, tzinfo=UTC),
+        now=NOW, thresholds=PARAMS.thresholds,
+    )  # fmt: skip
+    evaluate(PARAMS, STATE, trend, NRS, NOW)
+
+
+def measure(n_points: int, seconds: float = 3.0) -> tuple[float, float]:
+    """(evaluations per second, CPU ms per evaluation) over fresh series of n_points."""
+    rng = random.Random(n_points)
+    batches = [series(n_points, rng) for _ in range(200)]
+    done = 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall0 < seconds:
+        for points in batches:
+            one_evaluation(points)
+        done += len(batches)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return done / wall, cpu / done * 1000
+
+
+def main() -> dict[str, float]:
+    per_s_30, cpu_ms_30 = measure(30)
+    _, cpu_ms_60 = measure(60)
+    print(
+        f"analytics_engine: {per_s_30:,.0f} trend+policy evaluations/s "
+        "(30 points, one core; target ≥ 20,000)"
+    )
+    print(f"analytics_engine: {cpu_ms_60:.3f} ms CPU per evaluation (60 points; target < 0.5 ms)")
+    return {
+        "evaluations_per_s_30": round(per_s_30),
+        "cpu_ms_per_evaluation_30": round(cpu_ms_30, 4),
+        "cpu_ms_per_evaluation_60": round(cpu_ms_60, 4),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
