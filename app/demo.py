@@ -5,6 +5,15 @@ courses, session logs, pain and mobility values), so its shape is tested without
 ``load_cohort`` posts that plan through the HTTP API in-process, so every demo record passes
 the same validation as a real client's and the demo keeps working as the service grows.
 
+Each patient's data is posted in time order (``timeline``): one session at a time, and each
+day's observations as one batch. Every one of those requests runs the course's frequency policy
+once, so the policy sees the course unfold as it would in the clinic: ``auto`` courses step down
+by themselves (history rows with source ``policy``), ``confirm`` courses only recommend, and
+after the last post the demo's clinician confirms a recommendation to change the frequency.
+The policy runs on the server's clock, not the data's: "days since the last change" counts from
+the course's start date until the first change, and from the real time of the change after it,
+so a replay steps a course down at most once (a later worsening may still put it back up).
+
 Everything is dated strictly before ``today`` (at most yesterday): the API refuses future
 timestamps, and a plan that stopped at "now" would change with the time of day.
 """
@@ -16,7 +25,7 @@ import logging
 import math
 import random
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -45,6 +54,8 @@ ARCHETYPE_SHARES: tuple[tuple[Archetype, float], ...] = (
     ("non-responder", 0.20),
     ("worsening", 0.10),
 )
+# Who applies the policy's frequency changes: the service at once, or a clinician.
+ADJUSTMENT_SHARES: tuple[tuple[str, float], ...] = (("auto", 0.7), ("confirm", 0.3))
 
 INDUCTION_DAYS = 14  # 3 a week for the first two weeks, then 2 a week (ANALYTICS.md)
 INDUCTION_OFFSETS = (0, 2, 4, 7, 9, 11)  # Monday/Wednesday/Friday
@@ -148,10 +159,6 @@ class PlannedCourse:
     adjustment: str
     max_sessions: int | None
     sessions: tuple[PlannedSession, ...]
-    # Sessions logged at 3 a week before the clinician's change to 2 a week.
-    induction_sessions: int
-    # The clinician's reason for going to 2 a week; None when the course is not past 2 weeks.
-    step_down_reason: str | None
     observations: tuple[PlannedObservation, ...]
 
     @property
@@ -199,10 +206,11 @@ def build_plan(patients: int, seed: int, today: date) -> list[PlannedPatient]:
     rng = random.Random(seed)
     archetypes = allocate([(a, share) for a, share in ARCHETYPE_SHARES], patients, rng)
     indications = allocate([(i, i.share) for i in INDICATIONS], patients, rng)
+    adjustments = allocate(ADJUSTMENT_SHARES, patients, rng)
     return [
-        _plan_patient(rng, number, archetype, indication, today)
-        for number, (archetype, indication) in enumerate(
-            zip(archetypes, indications, strict=True), start=1
+        _plan_patient(rng, number, archetype, indication, adjustment, today)
+        for number, (archetype, indication, adjustment) in enumerate(
+            zip(archetypes, indications, adjustments, strict=True), start=1
         )
     ]
 
@@ -229,7 +237,12 @@ def _new_id(rng: random.Random) -> uuid.UUID:
 
 
 def _plan_patient(
-    rng: random.Random, number: int, archetype: Archetype, indication: Indication, today: date
+    rng: random.Random,
+    number: int,
+    archetype: Archetype,
+    indication: Indication,
+    adjustment: str,
+    today: date,
 ) -> PlannedPatient:
     sex = _weighted(rng, (("female", 0.55), ("male", 0.45)))
     first = rng.choice(FEMALE_NAMES if sex == "female" else MALE_NAMES)
@@ -237,7 +250,7 @@ def _plan_patient(
     age_days = rng.randint(indication.ages[0] * 365, indication.ages[1] * 365)
     region = _weighted(rng, indication.regions)
     level = rng.choice(LEVELS[region])  # the one spinal level the condition and sites name
-    course = _plan_course(rng, archetype, indication, region, level, today)
+    course = _plan_course(rng, archetype, indication, adjustment, region, level, today)
     return PlannedPatient(
         external_id=EXTERNAL_ID_FORMAT.format(number),
         name=name,
@@ -274,7 +287,11 @@ def _trajectory(rng: random.Random, archetype: Archetype) -> Trajectory:
 
 
 def _session_days(rng: random.Random, course_days: int) -> list[int]:
-    """Day offsets of the sessions: 3 a week for two weeks, then 2 a week, before today."""
+    """Day offsets of the sessions: 3 a week for two weeks, then 2 a week, before today.
+
+    Planned before anything is posted, so the dates do not follow the policy: a course that
+    steps down early in the second week still has that week's third session.
+    """
     days = [d for d in INDUCTION_OFFSETS if d < course_days]
     day, visit = INDUCTION_DAYS, 0
     while day < course_days:
@@ -289,6 +306,7 @@ def _plan_course(
     rng: random.Random,
     archetype: Archetype,
     indication: Indication,
+    adjustment: str,
     region: Region,
     level: str,
     today: date,
@@ -304,21 +322,15 @@ def _plan_course(
     slot = time(rng.randint(8, 17), rng.choice((0, 15, 30, 45)), tzinfo=UTC)
     sites = _sites(rng, technique, region, level)
     sessions = _plan_sessions(rng, trajectory, technique, sites, start, days, slot)
-    induction = sum(1 for d in days if d < INDUCTION_DAYS)
-    step_down = None
-    if course_days > INDUCTION_DAYS:
-        step_down = _step_down_reason(trajectory, sessions[:induction])
     observations = _plan_observations(rng, trajectory, region, start, days, sessions, course_days)
     return PlannedCourse(
         indication=indication.name,
         region=region,
         technique=technique,
         start_date=start,
-        adjustment=_weighted(rng, (("auto", 0.7), ("confirm", 0.3))),
+        adjustment=adjustment,
         max_sessions=max_sessions,
         sessions=tuple(sessions),
-        induction_sessions=induction,
-        step_down_reason=step_down,
         observations=tuple(observations),
     )
 
@@ -379,14 +391,6 @@ def _plan_sessions(
             )
         )
     return sessions
-
-
-def _step_down_reason(trajectory: Trajectory, induction: Sequence[PlannedSession]) -> str:
-    last = induction[-1].pain_before if induction else trajectory.pain_baseline
-    return (
-        f"induction complete: {len(induction)} sessions at 3 a week, "
-        f"pain {trajectory.pain_baseline} → {last}; continue at 2 a week"
-    )
 
 
 def clamp_to_instrument(code: str, value: float) -> float:
@@ -481,11 +485,55 @@ def _plan_observations(
     return observations
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One request of a course's timeline: a session, or one day's observations as a batch."""
+
+    day: date
+    session_index: int | None = None
+    observations: tuple[PlannedObservation, ...] = ()
+
+
+def timeline(course: PlannedCourse) -> list[Step]:
+    """The course's posts in time order, one session or one day's observations at a time.
+
+    On a session day the session goes first: that day's scores and measures are taken in the
+    clinic just before it and name it, so it must exist when they are posted.
+    """
+    sessions = {s.performed_at.date(): index for index, s in enumerate(course.sessions)}
+    by_day: dict[date, list[PlannedObservation]] = defaultdict(list)
+    for observation in course.observations:
+        by_day[observation.recorded_at.date()].append(observation)
+    steps = []
+    for day in sorted(sessions.keys() | by_day.keys()):
+        if day in sessions:
+            steps.append(Step(day, session_index=sessions[day]))
+        if day in by_day:
+            steps.append(Step(day, observations=tuple(by_day[day])))
+    return steps
+
+
 # --------------------------------------------------------------------------- the writer (HTTP)
 
 
 class DemoError(RuntimeError):
     """The API answered a demo request with a status the demo did not expect."""
+
+
+REVIEW_RULES = ("non-response", "worsening", "adverse-event")
+COMPLETE_RULES = ("max-sessions", "remission")
+POLICY_RULES = ("response-step-down", "induction-complete", "worsening")
+STATUSES = ("responder", "partial-responder", "non-responder", "worsening", "insufficient-data")
+
+
+@dataclass(frozen=True, slots=True)
+class CourseOutcome:
+    """What the policy did with one course, as the API reports it after the last post."""
+
+    policy_rules: tuple[str, ...]  # the rules of the course's `policy` history rows
+    rule: str  # the recommendation read after the last post (before any clinician action)
+    action: str
+    confirmed: bool  # a clinician applied that recommendation (confirm courses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,31 +542,65 @@ class DemoSummary:
     courses: int
     sessions: int
     observations: int
-    frequency_changes: int
     completed_courses: int
     archetypes: dict[str, int]
+    policy_changes: dict[str, int]  # by rule, applied by the service in auto courses
+    confirmed_changes: dict[str, int]  # by rule, applied by a clinician in confirm courses
+    reviews: dict[str, int]  # recommendations `review`, by rule
+    completes: dict[str, int]  # recommendations `complete`, by rule
+    cohort_courses: int
+    by_status: dict[str, int]
+    responder_rate: float | None
 
     def lines(self) -> list[str]:
-        shares = ", ".join(f"{name} {count}" for name, count in self.archetypes.items())
+        rate = "n/a" if self.responder_rate is None else f"{100 * self.responder_rate:.0f}%"
         return [
             f"demo cohort loaded: {self.patients} patients, {self.courses} courses, "
             f"{self.sessions} sessions, {self.observations} observations",
-            f"clinician frequency changes to 2/week: {self.frequency_changes}; "
-            f"courses completed at max_sessions: {self.completed_courses}",
-            f"archetypes: {shares}",
+            f"archetypes: {_counts(self.archetypes)}",
+            f"policy changes applied (auto courses): {sum(self.policy_changes.values())} "
+            f"({_counts(self.policy_changes)})",
+            f"recommendations confirmed by a clinician (confirm courses): "
+            f"{sum(self.confirmed_changes.values())} ({_counts(self.confirmed_changes)})",
+            f"recommendations to review: {sum(self.reviews.values())} ({_counts(self.reviews)})",
+            f"recommendations to complete: {sum(self.completes.values())} "
+            f"({_counts(self.completes)}); courses the demo completed at max_sessions: "
+            f"{self.completed_courses}",
+            f"cohort summary ({self.cohort_courses} courses in the database): "
+            f"{_counts(self.by_status)}; responder rate {rate}",
         ]
 
 
-def summarise(plan: Sequence[PlannedPatient]) -> DemoSummary:
-    counts = Counter(p.archetype for p in plan)
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
+
+
+def _by_rule(rules: Sequence[str], known: Sequence[str]) -> dict[str, int]:
+    """Counts in the order of ``known`` (zeros included), then any other rule seen."""
+    counts = Counter(rules)
+    return {rule: counts[rule] for rule in known} | {
+        rule: n for rule, n in sorted(counts.items()) if rule not in known
+    }
+
+
+def summarise(
+    plan: Sequence[PlannedPatient], outcomes: Sequence[CourseOutcome], cohort: dict[str, Any]
+) -> DemoSummary:
+    archetypes = Counter(p.archetype for p in plan)
     return DemoSummary(
         patients=len(plan),
         courses=len(plan),
         sessions=sum(len(p.course.sessions) for p in plan),
         observations=sum(len(p.course.observations) for p in plan),
-        frequency_changes=sum(1 for p in plan if p.course.step_down_reason is not None),
         completed_courses=sum(1 for p in plan if p.course.reached_max_sessions),
-        archetypes={name: counts[name] for name, _ in ARCHETYPE_SHARES},
+        archetypes={name: archetypes[name] for name, _ in ARCHETYPE_SHARES},
+        policy_changes=_by_rule([r for o in outcomes for r in o.policy_rules], POLICY_RULES),
+        confirmed_changes=_by_rule([o.rule for o in outcomes if o.confirmed], POLICY_RULES),
+        reviews=_by_rule([o.rule for o in outcomes if o.action == "review"], REVIEW_RULES),
+        completes=_by_rule([o.rule for o in outcomes if o.action == "complete"], COMPLETE_RULES),
+        cohort_courses=int(cohort["courses"]),
+        by_status={s: int(cohort["by_status"].get(s, 0)) for s in STATUSES},
+        responder_rate=cohort["responder_rate"],
     )
 
 
@@ -587,16 +669,10 @@ def _observation_body(
     return body
 
 
-async def _post_sessions(
-    client: httpx.AsyncClient, course_id: str, sessions: Sequence[PlannedSession]
-) -> list[str]:
-    ids = []
-    for session in sessions:
-        created = await _call(
-            client, "POST", f"{API}/courses/{course_id}/sessions", 201, _session_body(session)
-        )
-        ids.append(str(created["id"]))
-    return ids
+async def _post_session(client: httpx.AsyncClient, course_id: str, session: PlannedSession) -> str:
+    path = f"{API}/courses/{course_id}/sessions"
+    created = await _call(client, "POST", path, 201, _session_body(session))
+    return str(created["id"])
 
 
 async def _post_observations(
@@ -611,7 +687,8 @@ async def _post_observations(
             raise DemoError(f"POST {path}: item {refused[0]['index']} was {refused[0]}")
 
 
-async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> None:
+async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> CourseOutcome:
+    """Post one patient's data in time order, then act on the policy as a clinician would."""
     patient = await _call(
         client,
         "POST",
@@ -625,6 +702,7 @@ async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> N
             "condition": planned.condition,
         },
     )
+    patient_id = str(patient["id"])
     course_plan = planned.course
     course_body: dict[str, Any] = {
         "indication": course_plan.indication,
@@ -636,26 +714,38 @@ async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> N
     }
     if course_plan.max_sessions is not None:
         course_body["max_sessions"] = course_plan.max_sessions
-    course = await _call(
-        client, "POST", f"{API}/patients/{patient['id']}/courses", 201, course_body
-    )
+    course = await _call(client, "POST", f"{API}/patients/{patient_id}/courses", 201, course_body)
     course_id = str(course["id"])
 
-    induction = course_plan.sessions[: course_plan.induction_sessions]
-    session_ids = await _post_sessions(client, course_id, induction)
-    if course_plan.step_down_reason is not None:
-        # Before any score is posted: the frequency policy has nothing to act on yet, so the
-        # history reads initial → clinician, as it would have in the clinic.
-        change = {"sessions_per_week": 2, "reason": course_plan.step_down_reason}
-        await _call(client, "POST", f"{API}/courses/{course_id}/frequency", 200, change)
-    later = course_plan.sessions[course_plan.induction_sessions :]
-    session_ids += await _post_sessions(client, course_id, later)
+    # Each post runs the course's policy once: an auto course steps down as its scores improve.
+    session_ids: list[str] = []
+    for step in timeline(course_plan):
+        if step.session_index is not None:
+            session = course_plan.sessions[step.session_index]
+            session_ids.append(await _post_session(client, course_id, session))
+        else:
+            bodies = [_observation_body(o, course_id, session_ids) for o in step.observations]
+            await _post_observations(client, patient_id, bodies)
 
-    bodies = [_observation_body(o, course_id, session_ids) for o in course_plan.observations]
-    await _post_observations(client, str(patient["id"]), bodies)
+    rec = await _call(client, "GET", f"{API}/courses/{course_id}/recommendation", 200)
+    # A confirm course changes only when a clinician says so: the demo's clinician agrees.
+    confirmed = course_plan.adjustment == "confirm" and rec["action"] in ("decrease", "increase")
+    if confirmed:
+        change = {
+            "sessions_per_week": rec["recommended_sessions_per_week"],
+            "reason": f"confirmed policy recommendation ({rec['rule']})",
+        }
+        await _call(client, "POST", f"{API}/courses/{course_id}/frequency", 200, change)
+    history = await _call(client, "GET", f"{API}/courses/{course_id}/frequency-history", 200)
     if course_plan.reached_max_sessions:
         closing = {"status": "completed", "notes": f"{course_plan.max_sessions} sessions done"}
         await _call(client, "PATCH", f"{API}/courses/{course_id}", 200, closing)
+    return CourseOutcome(
+        policy_rules=tuple(str(r["rule"]) for r in history["items"] if r["source"] == "policy"),
+        rule=str(rec["rule"]),
+        action=str(rec["action"]),
+        confirmed=confirmed,
+    )
 
 
 async def _already_loaded(client: httpx.AsyncClient, external_id: str) -> bool:
@@ -676,9 +766,9 @@ async def load_cohort(settings: Settings, plan: Sequence[PlannedPatient]) -> Dem
         async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
             if plan and await _already_loaded(client, plan[0].external_id):
                 return None
-            for planned in plan:
-                await write_patient(client, planned)
-    return summarise(plan)
+            outcomes = [await write_patient(client, planned) for planned in plan]
+            cohort = await _call(client, "GET", f"{API}/cohort/summary", 200)
+    return summarise(plan, outcomes, cohort)
 
 
 def run_demo(settings: Settings, *, patients: int, seed: int, today: date) -> int:

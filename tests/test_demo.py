@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +29,7 @@ from app.demo import (
     allocate,
     build_plan,
     clamp_to_instrument,
+    timeline,
     write_patient,
 )
 from app.observations.catalogue import BY_CODE
@@ -98,7 +101,7 @@ def test_every_indication_appears_with_a_matching_region(cohort: list[PlannedPat
         assert patient.course.region in regions[patient.course.indication]
     techniques = Counter(p.course.technique for p in cohort)
     assert techniques["paravertebral"] + techniques["intramuscular"] >= 0.9 * len(cohort)
-    assert {p.course.adjustment for p in cohort} == {"auto", "confirm"}
+    assert Counter(p.course.adjustment for p in cohort) == {"auto": 42, "confirm": 18}
     assert {p.course.max_sessions for p in cohort} >= {None, 10, 12}
 
 
@@ -112,15 +115,11 @@ def test_schedule_is_three_a_week_then_two_a_week_before_today(
         days = [(s.performed_at.date() - course.start_date).days for s in course.sessions]
         assert days == sorted(days)
         assert all(s.performed_at < START_OF_TODAY for s in course.sessions)
-        assert course.induction_sessions == sum(1 for d in days if d < INDUCTION_DAYS) == 6
+        assert sum(1 for d in days if d < INDUCTION_DAYS) == 6
         for week in range(INDUCTION_DAYS // 7, elapsed // 7 + 1):
             assert sum(1 for d in days if d // 7 == week) <= 2
         if course.max_sessions is not None:
             assert len(course.sessions) <= course.max_sessions
-        # Past two weeks, the clinician steps the course down to 2 a week.
-        assert (course.step_down_reason is not None) == (elapsed > INDUCTION_DAYS)
-        if course.step_down_reason is not None:
-            assert course.step_down_reason.startswith("induction complete: ")
 
 
 def test_session_logs_are_within_the_protocol(cohort: list[PlannedPatient]) -> None:
@@ -171,6 +170,32 @@ def test_pain_before_every_session_and_weekly_measures(cohort: list[PlannedPatie
         assert len(at_home) >= 1  # the baseline at least
 
 
+def test_timeline_posts_everything_once_in_time_order(cohort: list[PlannedPatient]) -> None:
+    for patient in cohort:
+        course = patient.course
+        steps = timeline(course)
+        assert [s.session_index for s in steps if s.session_index is not None] == list(
+            range(len(course.sessions))
+        )
+        posted = [o for s in steps for o in s.observations]
+        assert sorted(posted, key=lambda o: o.id) == sorted(course.observations, key=lambda o: o.id)
+        assert [s.day for s in steps] == sorted(s.day for s in steps)
+        sessions_posted = 0
+        for step in steps:
+            if step.session_index is not None:
+                assert step.observations == ()
+                assert course.sessions[step.session_index].performed_at.date() == step.day
+                sessions_posted += 1
+                continue
+            # One batch per day, naming only sessions already posted.
+            assert step.observations
+            assert {o.recorded_at.date() for o in step.observations} == {step.day}
+            linked = [o.session_index for o in step.observations if o.session_index is not None]
+            assert all(index < sessions_posted for index in linked)
+        batches = [s.day for s in steps if s.observations]
+        assert len(batches) == len(set(batches))
+
+
 def _improvement_pct(patient: PlannedPatient) -> float:
     pain = _pain(patient)
     baseline, current = pain[0], median(pain[-3:])
@@ -207,14 +232,26 @@ def test_values_are_held_to_the_instrument() -> None:
 # ------------------------------------------------------------------------- unexpected answers
 
 
-def _fake_api(batch_status: str) -> httpx.AsyncClient:
+def _fake_api(
+    batch_status: str,
+    recommendation: dict[str, Any] | None = None,
+    seen: list[httpx.Request] | None = None,
+) -> httpx.AsyncClient:
     """An API that accepts everything, except that the batch answers ``batch_status`` items."""
+    rec = recommendation or {"action": "keep", "rule": "keep", "recommended_sessions_per_week": 3}
 
     def answer(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
         path = request.url.path
         if path.endswith("/observations/batch"):
             results = [{"index": 0, "id": "x", "status": batch_status}]
             return httpx.Response(200, json={"results": results})
+        if path.endswith("/recommendation"):
+            return httpx.Response(200, json=rec)
+        if path.endswith("/frequency-history"):
+            rows = [{"source": "initial", "rule": None}]
+            return httpx.Response(200, json={"items": rows})
         if path.endswith("/frequency") or request.method == "PATCH":
             return httpx.Response(200, json={"id": "c"})
         return httpx.Response(201, json={"id": "00000000-0000-4000-8000-000000000001"})
@@ -241,6 +278,34 @@ async def test_a_rejected_observation_stops_the_demo() -> None:
     async with _fake_api("rejected") as client:
         with pytest.raises(DemoError, match="rejected"):
             await write_patient(client, planned)
+
+
+@pytest.mark.parametrize("adjustment", ["auto", "confirm"])
+@pytest.mark.parametrize("action", ["decrease", "review"])
+async def test_only_a_confirm_course_gets_the_clinicians_change(
+    adjustment: str, action: str
+) -> None:
+    planned = build_plan(1, 42, TODAY)[0]
+    planned = dataclasses.replace(
+        planned, course=dataclasses.replace(planned.course, adjustment=adjustment)
+    )
+    rec = {"action": action, "rule": "response-step-down", "recommended_sessions_per_week": 2}
+    seen: list[httpx.Request] = []
+    async with _fake_api("created", rec, seen) as client:
+        outcome = await write_patient(client, planned)
+    changes = [json.loads(r.content) for r in seen if r.url.path.endswith("/frequency")]
+    if adjustment == "confirm" and action == "decrease":
+        assert changes == [
+            {
+                "sessions_per_week": 2,
+                "reason": "confirmed policy recommendation (response-step-down)",
+            }
+        ]
+        assert outcome.confirmed
+    else:
+        assert changes == []
+        assert not outcome.confirmed
+    assert (outcome.rule, outcome.action) == ("response-step-down", action)
 
 
 # -------------------------------------------------------------------- through the API (SQLite/PG)
@@ -295,6 +360,15 @@ async def _snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
             "SELECT id, instrument, value, recorded_at, context, source FROM observations "
             "ORDER BY recorded_at, id",
         ),
+        # The policy's outcomes follow from the data (changed_at and the rationale's day count
+        # are the server's clock, so they are left out).
+        "frequency_changes": await _rows(
+            engine,
+            "SELECT p.external_id, f.sessions_per_week, f.phase, f.source, f.rule "
+            "FROM frequency_changes f JOIN courses c ON c.id = f.course_id "
+            "JOIN patients p ON p.id = c.patient_id "
+            "ORDER BY p.external_id, f.changed_at, f.source",
+        ),
     }
 
 
@@ -329,11 +403,19 @@ async def test_demo_writes_the_cohort_through_the_api(
         rows = history.json()["items"]
         assert rows[0]["source"] == "initial"
         assert rows[0]["sessions_per_week"] == 3
+        # Auto courses change by the policy alone; confirm courses only by the clinician.
         clinician = [r for r in rows if r["source"] == "clinician"]
-        if planned.course.step_down_reason is not None:
-            assert [(r["sessions_per_week"], r["reason"]) for r in clinician] == [
-                (2, planned.course.step_down_reason)
-            ]
+        policy = [r for r in rows if r["source"] == "policy"]
+        if planned.course.adjustment == "auto":
+            assert clinician == []
+            # A replay steps down at most once: the first step is "0 days" old (app/demo.py).
+            steps_down = [r for r in policy if r["sessions_per_week"] < 3]
+            assert len(steps_down) <= 1
+        else:
+            assert policy == []
+            assert len(clinician) <= 1
+            for row in clinician:
+                assert row["reason"].startswith("confirmed policy recommendation (")
         expected_status = "completed" if planned.course.reached_max_sessions else "active"
         assert courses[0]["status"] == expected_status
 
@@ -374,3 +456,53 @@ def test_demo_needs_at_least_one_patient(patients: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--patients", patients])
     assert exit_info.value.code == 2
+
+
+POLICY_PATIENTS = 20  # enough for every outcome below with seed 42, small enough to be quick
+
+
+@pytest.mark.usefixtures("demo_env")
+async def test_the_policy_steps_down_responders_and_flags_non_responders(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--patients", str(POLICY_PATIENTS), "--today", TODAY.isoformat()]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "policy changes applied (auto courses): " in out
+    assert "recommendations to review: " in out
+    assert "responder rate " in out
+
+    plan = build_plan(POLICY_PATIENTS, 42, TODAY)
+    step_downs, reviews = [], []
+    for planned in plan:
+        found = await client.get(f"{API}/patients", params={"external_id": planned.external_id})
+        patient = found.json()["items"][0]
+        course = (await client.get(f"{API}/patients/{patient['id']}/courses")).json()["items"][0]
+        history = await client.get(f"{API}/courses/{course['id']}/frequency-history")
+        policy = [r for r in history.json()["items"] if r["source"] == "policy"]
+        if planned.course.adjustment == "confirm":
+            assert policy == [], planned.external_id
+        for row in policy:
+            assert row["rule"] is not None
+            # A step down from 3 to 2; the history row and the course agree.
+            if row["rule"] in ("response-step-down", "induction-complete"):
+                assert (row["sessions_per_week"], row["phase"]) == (2, "consolidation")
+                assert course["sessions_per_week"] == 2
+                step_downs.append(planned.external_id)
+        answer = await client.get(f"{API}/courses/{course['id']}/recommendation")
+        assert answer.status_code == 200, answer.text
+        rec = answer.json()
+        if course["status"] == "completed":
+            assert rec["rule"] == "inactive"
+        elif rec["action"] == "review" and rec["rule"] in ("non-response", "worsening"):
+            assert rec["recommended_sessions_per_week"] == course["sessions_per_week"]
+            reviews.append((planned.archetype, rec["rule"]))
+    assert step_downs
+    assert reviews
+    # Never a responder (a partial responder whose scores fell short of 30% may be one).
+    assert all(archetype != "responder" for archetype, _ in reviews)
+
+    cohort = (await client.get(f"{API}/cohort/summary")).json()
+    assert cohort["courses"] == POLICY_PATIENTS
+    assert sum(cohort["by_status"].values()) == POLICY_PATIENTS
+    assert 0 < cohort["responder_rate"] <= 1
