@@ -38,7 +38,7 @@ async def patient_trends(
     instrument: Annotated[InstrumentCode | None, Query(description="Only this instrument.")] = None,
 ) -> TrendsRead:
     """Each instrument's response trend within a course (definitions in ANALYTICS.md)."""
-    course, analysis = await service.trends(patient.id, course_id, instrument)
+    course, analysis = await service.trends(patient.id, course_id)
     if course is None or analysis is None:
         return TrendsRead(
             patient_id=patient.id, course_id=None, status="insufficient-data", instruments=[]
@@ -46,8 +46,12 @@ async def patient_trends(
     return TrendsRead(
         patient_id=patient.id,
         course_id=course.id,
-        status=analysis.status,
-        instruments=[InstrumentTrendRead.model_validate(t) for t in analysis.trends.values()],
+        status=analysis.status,  # the primary instrument's, whatever `instrument` selects
+        instruments=[
+            InstrumentTrendRead.model_validate(t)
+            for code, t in analysis.trends.items()
+            if instrument is None or code == instrument
+        ],
     )
 
 

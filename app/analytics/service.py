@@ -85,11 +85,7 @@ class AnalyticsService:
         return params
 
     async def analyse(
-        self,
-        course: Course,
-        now: datetime,
-        instrument: str | None = None,
-        facts: CourseFacts | None = None,
+        self, course: Course, now: datetime, facts: CourseFacts | None = None
     ) -> CourseAnalysis:
         """Trends of every instrument with values in the course window, and the policy's say."""
         params = self.policy_of(course)
@@ -106,8 +102,6 @@ class AnalyticsService:
             BY_CODE[primary] if primary else None,
             now,
         )
-        if instrument is not None:
-            trends = {code: t for code, t in trends.items() if code == instrument}
         return CourseAnalysis(course, trends, primary, rec)
 
     async def after_recording(self, patient_id: uuid.UUID, course: Course | None = None) -> None:
@@ -141,7 +135,7 @@ class AnalyticsService:
         )
 
     async def trends(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None, instrument: str | None
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
     ) -> tuple[Course | None, CourseAnalysis | None]:
         course: Course | None
         if course_id is not None:
@@ -150,7 +144,7 @@ class AnalyticsService:
             course = await self.repo.course_for_trends(patient_id)
         if course is None:
             return None, None
-        return course, await self.analyse(course, utcnow(), instrument)
+        return course, await self.analyse(course, utcnow())
 
     async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
         course = await CourseService(self.session).get(course_id)
