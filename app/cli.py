@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from app.core.config import get_settings
+from app.auth.models import ROLES
+from app.auth.schemas import TokenCreate
+from app.auth.service import IssuedToken, TokenService
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import AppError, validation_errors
 from app.core.migrations import upgrade
 
 log = logging.getLogger("outcomes")
@@ -30,6 +38,56 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+async def _issue_token(
+    database_url: str, role: str, patient_id: uuid.UUID | None, expires_in_days: float | None
+) -> IssuedToken:
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await TokenService(session).issue(role, patient_id, expires_in_days)
+    finally:
+        await engine.dispose()
+
+
+async def _has_admin(database_url: str) -> bool:
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await TokenService(session).any_admin()
+    finally:
+        await engine.dispose()
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    try:  # the same rules as POST /api/v1/tokens
+        request = TokenCreate(
+            role=args.role, patient_id=args.patient, expires_in_days=args.expires_in
+        )
+    except ValidationError as exc:
+        for error in validation_errors(exc.errors(include_input=False)):
+            print(f"outcomes tokens create: {error['msg']}", file=sys.stderr)
+        return 2
+    if _is_sqlite(settings.database_url):
+        upgrade(settings.database_url)  # the embedded default may not exist yet
+    try:
+        issued = asyncio.run(
+            _issue_token(
+                settings.database_url, request.role, request.patient_id, request.expires_in_days
+            )
+        )
+    except AppError as exc:
+        print(f"outcomes tokens create: {exc.detail}", file=sys.stderr)
+        return 2
+    row = issued.row
+    expiry = row.expires_at.isoformat() if row.expires_at else "never"
+    bound = f", patient {row.patient_id}" if row.patient_id else ""
+    print(f"token {row.id}: role {row.role}{bound}, expires {expiry}")
+    print("Store it now: only its hash is kept, it cannot be shown again.")
+    print(issued.token)  # alone on the last line, for scripts
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -39,6 +97,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # deployment migrates as a separate step (`outcomes migrate`) unless asked here.
     if args.migrate or (sqlite and not args.no_migrate):
         upgrade(settings.database_url)
+        if not asyncio.run(_has_admin(settings.database_url)):
+            # Never a default secret: the operator makes the first admin token.
+            print(
+                "No admin token exists yet. Create one with:\n"
+                "  outcomes tokens create --role admin\n"
+                "(every /api request needs `Authorization: Bearer <token>`)",
+                flush=True,
+            )
     if sqlite and args.workers > 1:
         log.warning("SQLite serialises writers: more than one worker adds no write throughput")
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -107,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--migrate", action="store_true", help="migrate any database before serving")
     group.add_argument("--no-migrate", action="store_true", help="never migrate before serving")
     serve.set_defaults(func=cmd_serve)
+
+    tokens = sub.add_parser("tokens", help="manage API tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = tokens_sub.add_parser(
+        "create", help="issue a token; it is printed once, alone on the last line"
+    )
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--patient", type=uuid.UUID, help="the patient a patient token is bound to")
+    create.add_argument("--expires-in", type=float, metavar="DAYS", help="default: no expiry")
+    create.set_defaults(func=cmd_tokens_create)
 
     migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)

@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
+from app.auth.service import TokenService
 from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.observations.catalogue import BY_CODE
@@ -760,14 +761,24 @@ async def load_cohort(settings: Settings, plan: Sequence[PlannedPatient]) -> Dem
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        # The demo acts as a clinician, with a token of its own that it revokes when done.
+        async with app.state.sessionmaker() as session, session.begin():
+            issued = await TokenService(session).issue("clinician", expires_in_days=1)
         # A server error comes back as a 500 response (and the app's own error log), so the
         # demo stops with the request that failed rather than a traceback from inside the app.
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
-            if plan and await _already_loaded(client, plan[0].external_id):
-                return None
-            outcomes = [await write_patient(client, planned) for planned in plan]
-            cohort = await _call(client, "GET", f"{API}/cohort/summary", 200)
+        headers = {"Authorization": f"Bearer {issued.token}"}
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://demo", headers=headers
+            ) as client:
+                if plan and await _already_loaded(client, plan[0].external_id):
+                    return None
+                outcomes = [await write_patient(client, planned) for planned in plan]
+                cohort = await _call(client, "GET", f"{API}/cohort/summary", 200)
+        finally:
+            async with app.state.sessionmaker() as session, session.begin():
+                await TokenService(session).revoke(issued.row.id)
     return summarise(plan, outcomes, cohort)
 
 

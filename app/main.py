@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import ops
 from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
+from app.audit.router import router as audit_router
+from app.auth.access import authorize
+from app.auth.router import router as tokens_router
+from app.auth.service import TokenCache
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
@@ -52,15 +57,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={422: _problem},
     )
     app.state.settings = settings
+    app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
     app.add_middleware(TelemetryMiddleware)
 
-    api = APIRouter(prefix="/api/v1", responses={404: _problem})
+    # One access decision for every business route (app/auth/rules.py says who may do what).
+    api = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(authorize)],
+        responses={401: _problem, 403: _problem, 404: _problem},
+    )
     api.include_router(observations_router)  # also serves /instruments
     api.include_router(patients_router)
     api.include_router(courses_router)
     api.include_router(sessions_router)
     api.include_router(analytics_router)
+    api.include_router(tokens_router)
+    api.include_router(audit_router)
     app.include_router(api)
     app.include_router(ops.router)
     return app

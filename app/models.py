@@ -1,8 +1,19 @@
 """Every model, imported once so metadata (and Alembic) sees the whole schema."""
 
+from app.audit.models import AuditEvent
+from app.auth.models import ApiToken, IdempotencyKey
 from app.courses.models import Course, FrequencyChange
 from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
 
-__all__ = ["Course", "FrequencyChange", "Observation", "Patient", "TreatmentSession"]
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "Course",
+    "FrequencyChange",
+    "IdempotencyKey",
+    "Observation",
+    "Patient",
+    "TreatmentSession",
+]

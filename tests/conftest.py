@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -19,10 +20,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.auth.service import TokenService
 from app.core.config import Settings, to_async_url
-from app.core.db import Base
+from app.core.db import create_sessionmaker
 from app.main import create_app
-from tests.support import migrate
+from tests.support import empty_tables, migrate
 
 TEST_DATABASE_URL = os.environ.get("OUTCOMES_TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("OUTCOMES_TEST_REQUIRE_POSTGRES") == "1"
@@ -91,28 +93,68 @@ def engine(app: object) -> AsyncEngine:
     return app.state.engine  # type: ignore[attr-defined, no-any-return]
 
 
+Issue = Callable[..., Awaitable[str]]
+MakeClient = Callable[[str | None], httpx.AsyncClient]
+
+
 @pytest.fixture
-async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        yield c
+def issue_token(engine: AsyncEngine) -> Issue:
+    """Issue a real token (as `outcomes tokens create` does) and return its secret."""
+
+    async def issue(
+        role: str, patient_id: str | None = None, expires_in_days: float | None = None
+    ) -> str:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            issued = await TokenService(session).issue(
+                role, uuid.UUID(patient_id) if patient_id else None, expires_in_days
+            )
+        return issued.token
+
+    return issue
+
+
+@pytest.fixture
+async def make_client(app: object) -> AsyncIterator[MakeClient]:
+    """Clients of the app in-process, each with its own bearer token (or none)."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(token: str | None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        c = httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, issue_token: Issue) -> httpx.AsyncClient:
+    """A clinician: the role that records and reads clinical data."""
+    return make_client(await issue_token("clinician"))
+
+
+@pytest.fixture
+async def admin(make_client: MakeClient, issue_token: Issue) -> httpx.AsyncClient:
+    return make_client(await issue_token("admin"))
+
+
+@pytest.fixture
+def anonymous(make_client: MakeClient) -> httpx.AsyncClient:
+    return make_client(None)
 
 
 @pytest.fixture(autouse=True)
 async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Each test that touches the database starts from, and leaves, empty tables."""
-    if "engine" not in request.fixturenames and "client" not in request.fixturenames:
+    if not {"engine", "client", "make_client"} & set(request.fixturenames):
         yield
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
     yield
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
-        else:
-            for table in tables:
-                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
+    await empty_tables(engine)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,10 @@ from typing import Any
 import httpx
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.db import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +63,15 @@ def assert_problem(
         assert loc in locs, f"{loc} not in {locs}"
         assert all(e["msg"] for e in body["errors"])
     return body
+
+
+async def empty_tables(engine: AsyncEngine) -> None:
+    """Delete every row the tests wrote, except the append-only audit trail (the database
+    refuses that; audit tests filter by their own ids instead)."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name != "audit_events"]
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for table in tables:
+                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli import main
 from app.core.config import Settings, get_settings
-from app.core.db import Base
 from app.demo import (
     ADVERSE_EVENTS,
     INDICATIONS,
@@ -34,6 +33,7 @@ from app.demo import (
 )
 from app.observations.catalogue import BY_CODE
 from tests.factories import API
+from tests.support import empty_tables
 
 TODAY = date(2026, 6, 15)  # a fixed past day: the plan is a function of it
 START_OF_TODAY = datetime.combine(TODAY, datetime.min.time(), UTC)
@@ -336,12 +336,6 @@ async def _count(engine: AsyncEngine, table: str) -> int:
     return int((await _rows(engine, f"SELECT count(*) FROM {table}"))[0][0])  # noqa: S608
 
 
-async def _empty_tables(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        for table in [t.name for t in reversed(Base.metadata.sorted_tables)]:
-            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
-
-
 async def _snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
     return {
         "patients": await _rows(
@@ -437,7 +431,7 @@ async def test_demo_twice_writes_nothing_the_second_time(
 async def test_same_seed_and_day_give_identical_data(engine: AsyncEngine) -> None:
     assert await _run_demo("--seed", "7") == 0
     first = await _snapshot(engine)
-    await _empty_tables(engine)
+    await empty_tables(engine)
     assert await _run_demo("--seed", "7") == 0
     assert await _snapshot(engine) == first
     assert len(first["observations"]) > 10 * DEMO_PATIENTS

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # A folder of a clinic's own frequency policies (<id>.json), beside the built-in ones.
     policy_dir: str | None = None
+    # Resolved tokens are cached this long per process: a revocation made in another process
+    # takes effect within it (at once in the process that revoked). 0 turns the cache off.
+    token_cache_seconds: float = 1.0
+    # Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: list[str] = []
 
     @property
     def async_database_url(self) -> URL:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -110,7 +110,24 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+CommitHook = Callable[[AsyncSession, int], Awaitable[None]]
+
+
+def before_commit(request: Request, hook: CommitHook) -> None:
+    """Run ``hook(session, status)`` in the request's transaction, just before it commits
+    (the audit trail uses it so a write and its audit row land together or not at all)."""
+    hooks: list[CommitHook] = request.state.__dict__.setdefault("before_commit", [])
+    hooks.append(hook)
+
+
+def _success_status(request: Request, response: Response) -> int:
+    if response.status_code is not None:
+        return response.status_code
+    status: int | None = getattr(request.scope.get("route"), "status_code", None)
+    return status or 200
+
+
+async def get_session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:
     """One session per request; it commits once, after the endpoint returns, or rolls back."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
@@ -120,6 +137,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         else:
+            for hook in request.state.__dict__.get("before_commit", ()):
+                await hook(session, _success_status(request, response))
             await session.commit()
 
 

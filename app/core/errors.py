@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -37,6 +37,7 @@ class AppError(Exception):
     status = 400
     slug = "bad-request"
     title = "Bad request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
@@ -104,7 +105,12 @@ def describe(errors: list[dict[str, Any]]) -> str:
 async def _app_error(_request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, AppError)
     return problem(
-        exc.status, exc.title, exc.detail, type_=PROBLEM_BASE + exc.slug, errors=exc.errors
+        exc.status,
+        exc.title,
+        exc.detail,
+        type_=PROBLEM_BASE + exc.slug,
+        errors=exc.errors,
+        headers=exc.headers,
     )
 
 
@@ -141,8 +147,29 @@ async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
     return problem(500, "Internal server error", "The server could not complete the request.")
 
 
+ErrorHook = Callable[[int], Awaitable[None]]
+Handler = Callable[[Request, Exception], Awaitable[ProblemResponse]]
+
+
+def on_error(request: Request, hook: ErrorHook) -> None:
+    """Run ``hook(status)`` when this request ends in an error response (the request's own
+    transaction has been rolled back by then; the audit trail records the failure apart)."""
+    hooks: list[ErrorHook] = request.state.__dict__.setdefault("on_error", [])
+    hooks.append(hook)
+
+
+def _with_hooks(handler: Handler) -> Handler:
+    async def handle(request: Request, exc: Exception) -> ProblemResponse:
+        response = await handler(request, exc)
+        for hook in request.state.__dict__.get("on_error", ()):
+            await hook(response.status_code)
+        return response
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _app_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unhandled)
+    app.add_exception_handler(AppError, _with_hooks(_app_error))
+    app.add_exception_handler(RequestValidationError, _with_hooks(_validation_error))
+    app.add_exception_handler(StarletteHTTPException, _with_hooks(_http_error))
+    app.add_exception_handler(Exception, _with_hooks(_unhandled))

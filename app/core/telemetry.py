@@ -1,4 +1,4 @@
-"""Access log and Prometheus metrics, both keyed by route template, so no PHI leaves the process.
+"""Request ids, access log and Prometheus metrics (keyed by route template: no PHI leaves).
 
 The template (``/api/v1/patients/{patient_id}``) is logged, never the URL: paths carry ids and
 query strings can carry identifiers such as ``external_id``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +20,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("app.access")
@@ -63,11 +65,19 @@ class TelemetryMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        # Responses about patients must not sit in browser or proxy caches.
+        private = scope["path"].startswith(("/api/", "/fhir/"))
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if private:
+                    headers["Cache-Control"] = "no-store"
             await send(message)
 
         try:

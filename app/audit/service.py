@@ -1,0 +1,73 @@
+"""Writing and reading the audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.audit.models import AuditEvent
+from app.auth.rules import AccessRecord
+from app.core.db import before_commit, utcnow
+from app.core.errors import on_error
+from app.core.pagination import paginate
+
+
+def _event(record: AccessRecord, status: int, outcome: str) -> AuditEvent:
+    principal = record.principal
+    return AuditEvent(
+        at=utcnow(),
+        token_id=principal.token_id if principal else None,
+        role=principal.role if principal else None,
+        action=record.rule.action,
+        resource_type=record.rule.resource,
+        resource_id=record.resource_id,
+        patient_id=record.patient_id,
+        outcome=outcome,
+        status=status,
+        request_id=record.request_id,
+    )
+
+
+def audit_request(request: Request, record: AccessRecord) -> None:
+    """Exactly one audit row for this request, whatever its outcome.
+
+    Success: in the request's own transaction (the write and its row commit together).
+    Error: in a transaction of its own, after the request's was rolled back.
+    """
+    if not record.rule.audit:
+        return
+
+    async def on_success(session: AsyncSession, status: int) -> None:
+        session.add(_event(record, status, record.outcome))
+
+    async def on_failure(status: int) -> None:
+        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+        async with sessionmaker() as session, session.begin():
+            session.add(_event(record, status, record.outcome))
+
+    before_commit(request, on_success)
+    on_error(request, on_failure)
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def page(
+        self,
+        *,
+        patient_id: uuid.UUID | None,
+        since: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[AuditEvent], str | None]:
+        stmt = select(AuditEvent)
+        if patient_id is not None:
+            stmt = stmt.where(AuditEvent.patient_id == patient_id)
+        if since is not None:
+            stmt = stmt.where(AuditEvent.at >= since)
+        return await paginate(self.session, stmt, [AuditEvent.at, AuditEvent.id], limit, cursor)

@@ -1,0 +1,77 @@
+"""The access dependency: applies the rules (app/auth/rules.py) to every request."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from app.audit.service import audit_request
+from app.auth.errors import Forbidden, Unauthenticated
+from app.auth.rules import RULES, AccessRecord, Rule, Scope
+from app.auth.service import Principal, TokenService
+from app.core.db import SessionDep
+from app.core.errors import NotFound
+from app.core.telemetry import route_template
+from app.courses.models import Course
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Send `Authorization: Bearer <token>`.")
+    return token.strip()
+
+
+async def authorize(request: Request, session: SessionDep) -> Principal:
+    """The one access decision: 401 without a valid token, 403 for a role that may not do this,
+    404 for a patient token naming another patient (existence is not revealed)."""
+    method, template = request.method, route_template(request.scope)
+    rule = RULES.get(("GET" if method == "HEAD" else method, template))
+    record = AccessRecord(
+        rule=rule or Rule(frozenset(), "read", "unknown"), request_id=request.state.request_id
+    )
+    request.state.access = record
+    audit_request(request, record)
+    params = request.path_params
+    record.resource_id = next(
+        (str(params[k]) for k in ("token_id", "course_id", "patient_id") if k in params), None
+    )
+    principal = await TokenService(session, request.app.state.token_cache).resolve(
+        bearer_token(request)
+    )
+    record.principal = principal
+    if rule is None:
+        raise Forbidden("No access rule covers this route.")
+    record.patient_id = await _patient_of(rule.scope, params, session)
+    if principal.role not in rule.roles:
+        raise Forbidden(f"The {principal.role} role may not do this.")
+    if (
+        principal.role == "patient"
+        and rule.scope != "none"
+        and record.patient_id != principal.patient_id
+    ):
+        # The same answer as for an id that does not exist.
+        raise NotFound("No such resource.")
+    record.outcome = "allowed"
+    return principal
+
+
+async def _patient_of(
+    scope: Scope, params: dict[str, str], session: SessionDep
+) -> uuid.UUID | None:
+    try:
+        if scope == "patient":
+            return uuid.UUID(params["patient_id"])
+        if scope == "course":
+            course_id = uuid.UUID(params["course_id"])
+            return await session.scalar(select(Course.patient_id).where(Course.id == course_id))
+    except ValueError:
+        return None  # a malformed id: validation answers 422 (or the patient check 404)
+    return None
+
+
+PrincipalDep = Annotated[Principal, Depends(authorize)]

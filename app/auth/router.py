@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from app.auth.schemas import TokenCreate, TokenIssued
+from app.auth.service import TokenService
+from app.core.db import SessionDep
+
+router = APIRouter(prefix="/tokens", tags=["tokens"])
+
+
+def get_token_service(request: Request, session: SessionDep) -> TokenService:
+    return TokenService(session, request.app.state.token_cache)
+
+
+ServiceDep = Annotated[TokenService, Depends(get_token_service)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
+async def create_token(body: TokenCreate, service: ServiceDep) -> TokenIssued:
+    """Issue a token (admins). The token is in this response only."""
+    issued = await service.issue(body.role, body.patient_id, body.expires_in_days)
+    row = issued.row
+    return TokenIssued(
+        id=row.id,
+        token=issued.token,
+        role=body.role,
+        patient_id=row.patient_id,
+        expires_at=row.expires_at,
+    )
+
+
+@router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def revoke_token(token_id: uuid.UUID, service: ServiceDep) -> Response:
+    """Revoke a token at once (admins)."""
+    await service.revoke(token_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

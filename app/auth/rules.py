@@ -1,0 +1,93 @@
+"""Who may do what: one table of rules, keyed by method and route template.
+
+A route without a rule is refused (403) rather than left open, and the role × route test
+matrix is generated from this table and the application's own route table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from app.auth.service import Principal
+
+Role = Literal["admin", "clinician", "patient", "integration", "dashboard"]
+Action = Literal["read", "create", "update", "delete", "export"]
+# How a request names the patient it concerns: a path's patient_id, a course's patient, or none.
+Scope = Literal["patient", "course", "none"]
+
+ALL: frozenset[Role] = frozenset({"admin", "clinician", "patient", "integration", "dashboard"})
+STAFF: frozenset[Role] = frozenset({"admin", "clinician"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    roles: frozenset[Role]
+    action: Action
+    resource: str
+    scope: Scope = "none"
+    audit: bool = True  # False only for data that is not about a patient (the catalogue)
+
+
+def _r(*roles: Role) -> frozenset[Role]:
+    return frozenset(roles)
+
+
+API = "/api/v1"
+RULES: dict[tuple[str, str], Rule] = {
+    ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False),
+    ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient"),
+    ("GET", f"{API}/patients"): Rule(_r("admin", "clinician", "integration"), "read", "patient"),
+    ("GET", f"{API}/patients/{{patient_id}}"): Rule(
+        _r("admin", "clinician", "integration", "patient"), "read", "patient", "patient"
+    ),
+    ("PATCH", f"{API}/patients/{{patient_id}}"): Rule(STAFF, "update", "patient", "patient"),
+    ("POST", f"{API}/patients/{{patient_id}}/courses"): Rule(STAFF, "create", "course", "patient"),
+    ("GET", f"{API}/patients/{{patient_id}}/courses"): Rule(
+        _r("admin", "clinician", "patient"), "read", "course", "patient"
+    ),
+    ("GET", f"{API}/courses/{{course_id}}"): Rule(
+        _r("admin", "clinician", "patient"), "read", "course", "course"
+    ),
+    ("PATCH", f"{API}/courses/{{course_id}}"): Rule(STAFF, "update", "course", "course"),
+    ("POST", f"{API}/courses/{{course_id}}/frequency"): Rule(STAFF, "update", "course", "course"),
+    ("GET", f"{API}/courses/{{course_id}}/frequency-history"): Rule(
+        _r("admin", "clinician", "patient"), "read", "frequency-history", "course"
+    ),
+    ("POST", f"{API}/courses/{{course_id}}/sessions"): Rule(STAFF, "create", "session", "course"),
+    ("GET", f"{API}/courses/{{course_id}}/sessions"): Rule(
+        _r("admin", "clinician", "patient"), "read", "session", "course"
+    ),
+    ("POST", f"{API}/patients/{{patient_id}}/observations"): Rule(
+        _r("admin", "clinician", "patient"), "create", "observation", "patient"
+    ),
+    ("POST", f"{API}/patients/{{patient_id}}/observations/batch"): Rule(
+        _r("admin", "clinician", "patient"), "create", "observation", "patient"
+    ),
+    ("GET", f"{API}/patients/{{patient_id}}/observations"): Rule(
+        _r("admin", "clinician", "patient"), "read", "observation", "patient"
+    ),
+    ("GET", f"{API}/patients/{{patient_id}}/trends"): Rule(
+        _r("admin", "clinician", "dashboard", "patient"), "read", "trend", "patient"
+    ),
+    ("GET", f"{API}/courses/{{course_id}}/recommendation"): Rule(
+        _r("admin", "clinician", "patient"), "read", "recommendation", "course"
+    ),
+    ("GET", f"{API}/cohort/summary"): Rule(_r("admin", "clinician", "dashboard"), "read", "cohort"),
+    ("POST", f"{API}/tokens"): Rule(_r("admin"), "create", "token"),
+    ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
+    ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
+}
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """What the audit trail records about this request (set by `authorize`)."""
+
+    rule: Rule
+    request_id: str
+    principal: Principal | None = None
+    resource_id: str | None = None
+    patient_id: uuid.UUID | None = None
+    outcome: Literal["allowed", "denied"] = "denied"

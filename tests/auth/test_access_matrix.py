@@ -1,0 +1,199 @@
+"""Every route is protected as the rules say: matrices generated from the app's own routes.
+
+A new route cannot escape: it must have a rule (else the coverage test fails and the access
+dependency refuses it with 403), and every role is tried against it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.rules import RULES
+from app.courses.models import Course
+from app.observations.models import Observation
+from app.patients.models import Patient
+from app.treatment_sessions.models import TreatmentSession
+from tests.factories import API, create_course, create_patient, create_session
+
+ROLES = ("admin", "clinician", "patient", "integration", "dashboard")
+METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE"}
+SECRET_NAME = "Bobby Tables-Hidden"
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path template) of every business route, from the app's OpenAPI route table."""
+    routes = []
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith(("/api/", "/fhir/")):
+            routes += [(method.upper(), path) for method in operations if method.upper() in METHODS]
+    return sorted(routes)
+
+
+def test_every_business_route_has_an_access_rule(app: FastAPI) -> None:
+    routes = api_routes(app)
+    assert routes, "no routes found"
+    missing = [route for route in routes if route not in RULES]
+    assert not missing, f"routes without an access rule: {missing}"
+    stale = [rule for rule in RULES if rule not in routes]
+    assert not stale, f"rules for routes that do not exist: {stale}"
+
+
+def _ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat()
+
+
+def body_for(method: str, template: str) -> dict[str, Any] | None:
+    """A valid body for each writing route, so an allowed call would really write."""
+    if method not in {"POST", "PATCH"}:
+        return None
+    bodies: dict[str, dict[str, Any]] = {
+        "/api/v1/patients": {"name": "New Patient"},
+        "/api/v1/patients/{patient_id}": {"condition": "changed"},
+        "/api/v1/patients/{patient_id}/courses": {
+            "indication": "spondylosis", "region": "lumbar", "technique": "paravertebral",
+            "start_date": (datetime.now(UTC) - timedelta(days=3)).date().isoformat(),
+        },
+        "/api/v1/courses/{course_id}": {"notes": "changed"},
+        "/api/v1/courses/{course_id}/frequency": {"sessions_per_week": 2, "reason": "matrix"},
+        "/api/v1/courses/{course_id}/sessions": {"performed_at": _ago(hours=2)},
+        "/api/v1/patients/{patient_id}/observations": {
+            "instrument": "pain-nrs", "value": 4, "recorded_at": _ago(hours=1)
+        },
+        "/api/v1/patients/{patient_id}/observations/batch": {
+            "observations": [{"instrument": "pain-nrs", "value": 4, "recorded_at": _ago(hours=1)}]
+        },
+        "/api/v1/tokens": {"role": "dashboard"},
+    }  # fmt: skip
+    return bodies[template]
+
+
+@dataclass
+class World:
+    own_patient: str
+    own_course: str
+    other_patient: str
+    other_course: str
+    tokens: dict[str, str]
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient, issue_token: Callable[..., Awaitable[str]]) -> World:
+    own = await create_patient(client, name="Alice Own")
+    own_course = await create_course(client, own["id"])
+    await create_session(client, own_course["id"])
+    other = await create_patient(client, name=SECRET_NAME, external_id="MRN-HIDDEN-9")
+    other_course = await create_course(client, other["id"], indication="hidden indication")
+    await create_session(client, other_course["id"])
+    tokens = {role: await issue_token(role) for role in ROLES if role != "patient"}
+    tokens["patient"] = await issue_token("patient", own["id"])
+    return World(own["id"], own_course["id"], other["id"], other_course["id"], tokens)
+
+
+def fill(template: str, patient_id: str, course_id: str) -> str:
+    return template.format(patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4())
+
+
+async def call(c: httpx.AsyncClient, method: str, template: str, path: str) -> httpx.Response:
+    return await c.request(method, path, json=body_for(method, template))
+
+
+async def test_no_token_is_401_on_every_route(
+    app: FastAPI, world: World, anonymous: httpx.AsyncClient
+) -> None:
+    for method, template in api_routes(app):
+        response = await call(
+            anonymous, method, template, fill(template, world.own_patient, world.own_course)
+        )
+        assert response.status_code == 401, (method, template, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_role_by_route_matrix(
+    app: FastAPI, world: World, make_client: Callable[[str | None], httpx.AsyncClient]
+) -> None:
+    """Allowed roles get past access control (any status but 401/403); others get 403."""
+    failures = []
+    for method, template in api_routes(app):
+        rule = RULES[(method, template)]
+        for role in ROLES:
+            response = await call(
+                make_client(world.tokens[role]), method, template,
+                fill(template, world.own_patient, world.own_course),
+            )  # fmt: skip
+            allowed = role in rule.roles
+            ok = response.status_code not in (401, 403) if allowed else response.status_code == 403
+            if not ok:
+                failures.append(
+                    f"{role} {method} {template}: {response.status_code} {response.text[:120]}"
+                )
+    assert not failures, "\n".join(failures)
+
+
+async def _counts(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return {
+            model.__tablename__: int(
+                await conn.scalar(select(func.count()).select_from(model)) or 0
+            )
+            for model in (Patient, Course, TreatmentSession, Observation)
+        }
+
+
+async def test_patient_token_cannot_reach_another_patient(
+    app: FastAPI,
+    world: World,
+    engine: AsyncEngine,
+    make_client: Callable[[str | None], httpx.AsyncClient],
+) -> None:
+    """On every route naming a patient or course: 404 (existence not revealed) when the role may
+    use the route, 403 when it may not; nothing written; none of the other patient's data."""
+    patient = make_client(world.tokens["patient"])
+    before = await _counts(engine)
+    for method, template in api_routes(app):
+        if "{patient_id}" not in template and "{course_id}" not in template:
+            continue
+        rule = RULES[(method, template)]
+        response = await call(
+            patient, method, template, fill(template, world.other_patient, world.other_course)
+        )
+        expected = 404 if "patient" in rule.roles else 403
+        assert response.status_code == expected, (method, template, response.text)
+        for secret in (SECRET_NAME, "MRN-HIDDEN-9", "hidden indication"):
+            assert secret not in response.text
+    assert await _counts(engine) == before
+
+
+async def test_patient_token_reads_and_records_its_own_data(
+    world: World, make_client: Callable[[str | None], httpx.AsyncClient]
+) -> None:
+    patient = make_client(world.tokens["patient"])
+    assert (await patient.get(f"{API}/patients/{world.own_patient}")).status_code == 200
+    assert (await patient.get(f"{API}/courses/{world.own_course}/sessions")).status_code == 200
+    body = body_for("POST", "/api/v1/patients/{patient_id}/observations")
+    response = await patient.post(f"{API}/patients/{world.own_patient}/observations", json=body)
+    assert response.status_code == 201
+    # a patient may not list other patients, nor change its own record
+    assert (await patient.get(f"{API}/patients")).status_code == 403
+    response = await patient.patch(f"{API}/patients/{world.own_patient}", json={"name": "x"})
+    assert response.status_code == 403
+
+
+async def test_patient_token_for_an_unknown_id_is_the_same_404(
+    world: World, make_client: Callable[[str | None], httpx.AsyncClient]
+) -> None:
+    patient = make_client(world.tokens["patient"])
+    unknown = await patient.get(f"{API}/patients/{uuid.uuid4()}")
+    other = await patient.get(f"{API}/patients/{world.other_patient}")
+    assert unknown.status_code == other.status_code == 404
+    assert unknown.json()["detail"] == other.json()["detail"]
