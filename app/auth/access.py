@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.audit.service import audit_request
 from app.auth.errors import Forbidden, Unauthenticated
-from app.auth.rules import RULES, AccessRecord, Rule, Scope
+from app.auth.rules import RULES, AccessRecord, Rule
 from app.auth.service import Principal, TokenService
 from app.core.db import SessionDep
 from app.core.errors import NotFound
@@ -40,13 +40,20 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
     record.resource_id = next(
         (str(params[k]) for k in ("token_id", "course_id", "patient_id") if k in params), None
     )
+    if rule is not None and rule.scope == "patient":
+        record.patient_id = _uuid_or_none(params.get("patient_id"))  # no query: known at once
     principal = await TokenService(session, request.app.state.token_cache).resolve(
         bearer_token(request)
     )
     record.principal = principal
     if rule is None:
         raise Forbidden("No access rule covers this route.")
-    record.patient_id = await _patient_of(rule.scope, params, session)
+    if rule.scope == "course":
+        # Looked up for authenticated callers only: anonymous ones drive no queries.
+        course_id = _uuid_or_none(params.get("course_id"))
+        if course_id is not None:
+            stmt = select(Course.patient_id).where(Course.id == course_id)
+            record.patient_id = await session.scalar(stmt)
     if principal.role not in rule.roles:
         raise Forbidden(f"The {principal.role} role may not do this.")
     if (
@@ -60,18 +67,11 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
     return principal
 
 
-async def _patient_of(
-    scope: Scope, params: dict[str, str], session: SessionDep
-) -> uuid.UUID | None:
+def _uuid_or_none(raw: str | None) -> uuid.UUID | None:
     try:
-        if scope == "patient":
-            return uuid.UUID(params["patient_id"])
-        if scope == "course":
-            course_id = uuid.UUID(params["course_id"])
-            return await session.scalar(select(Course.patient_id).where(Course.id == course_id))
+        return uuid.UUID(raw) if raw else None
     except ValueError:
         return None  # a malformed id: validation answers 422 (or the patient check 404)
-    return None
 
 
 PrincipalDep = Annotated[Principal, Depends(authorize)]

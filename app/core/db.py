@@ -116,7 +116,9 @@ CommitHook = Callable[[AsyncSession, int], Awaitable[None]]
 def before_commit(request: Request, hook: CommitHook) -> None:
     """Run ``hook(session, status)`` in the request's transaction, just before it commits
     (the audit trail uses it so a write and its audit row land together or not at all)."""
-    hooks: list[CommitHook] = request.state.__dict__.setdefault("before_commit", [])
+    # In the scope's state: every Request object of this request (dependencies, handlers)
+    # sees the same dict.
+    hooks: list[CommitHook] = request.scope.setdefault("state", {}).setdefault("before_commit", [])
     hooks.append(hook)
 
 
@@ -137,7 +139,7 @@ async def get_session(request: Request, response: Response) -> AsyncIterator[Asy
             await session.rollback()
             raise
         else:
-            for hook in request.state.__dict__.get("before_commit", ()):
+            for hook in request.scope.get("state", {}).get("before_commit", ()):
                 await hook(session, _success_status(request, response))
             await session.commit()
 

@@ -154,14 +154,15 @@ Handler = Callable[[Request, Exception], Awaitable[ProblemResponse]]
 def on_error(request: Request, hook: ErrorHook) -> None:
     """Run ``hook(status)`` when this request ends in an error response (the request's own
     transaction has been rolled back by then; the audit trail records the failure apart)."""
-    hooks: list[ErrorHook] = request.state.__dict__.setdefault("on_error", [])
+    # In the scope's state: the handler's Request object is not the dependency's.
+    hooks: list[ErrorHook] = request.scope.setdefault("state", {}).setdefault("on_error", [])
     hooks.append(hook)
 
 
 def _with_hooks(handler: Handler) -> Handler:
     async def handle(request: Request, exc: Exception) -> ProblemResponse:
         response = await handler(request, exc)
-        for hook in request.state.__dict__.get("on_error", ()):
+        for hook in request.scope.get("state", {}).get("on_error", ()):
             await hook(response.status_code)
         return response
 

@@ -1,0 +1,137 @@
+"""The audit trail: one row per access to patient data or denied attempt; no PHI; append-only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.factories import API, ago, create_course, create_patient
+from tests.support import assert_problem
+
+MakeClient = Callable[[str | None], httpx.AsyncClient]
+
+
+async def audit_of(admin: httpx.AsyncClient, patient_id: str) -> list[dict[str, Any]]:
+    response = await admin.get(f"{API}/audit", params={"patient_id": patient_id, "limit": 500})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def test_reads_and_writes_leave_one_row_each(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    patient = await create_patient(client, name="Audit Subject", external_id="MRN-AUDIT-1")
+    pid = patient["id"]
+    await client.get(f"{API}/patients/{pid}")
+    body = {"instrument": "pain-nrs", "value": 7, "recorded_at": ago(hours=1)}
+    response = await client.post(f"{API}/patients/{pid}/observations", json=body)
+    rows = await audit_of(admin, pid)
+    assert [(r["action"], r["resource_type"], r["status"], r["outcome"]) for r in rows] == [
+        ("read", "patient", 200, "allowed"),
+        ("create", "observation", 201, "allowed"),
+    ]
+    assert all(r["role"] == "clinician" and r["token_id"] for r in rows)
+    assert rows[1]["request_id"] == response.headers["x-request-id"]
+    assert rows[0]["resource_id"] == pid
+
+
+async def test_no_phi_in_the_trail(client: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
+    patient = await create_patient(client, name="Zelda Confidential", external_id="MRN-SECRET-77")
+    await client.patch(f"{API}/patients/{patient['id']}", json={"condition": "secret condition"})
+    listing = (await admin.get(f"{API}/audit", params={"patient_id": patient["id"]})).text
+    for value in ("Zelda", "MRN-SECRET-77", "secret condition"):
+        assert value not in listing
+
+
+async def test_denied_attempts_are_recorded(
+    client: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    make_client: MakeClient,
+    issue_token: Callable[..., Awaitable[str]],
+) -> None:
+    own = await create_patient(client)
+    other = await create_patient(client)
+    patient = make_client(await issue_token("patient", own["id"]))
+    dashboard = make_client(await issue_token("dashboard"))
+    assert_problem(await anonymous.get(f"{API}/patients/{other['id']}"), 401)
+    assert_problem(await dashboard.get(f"{API}/patients/{other['id']}"), 403)
+    assert_problem(await patient.get(f"{API}/patients/{other['id']}"), 404)
+    rows = await audit_of(admin, other["id"])
+    denied = [(r["role"], r["status"], r["outcome"]) for r in rows if r["outcome"] == "denied"]
+    assert denied == [
+        (None, 401, "denied"),
+        ("dashboard", 403, "denied"),
+        ("patient", 404, "denied"),
+    ]
+
+
+async def test_a_failed_write_is_audited_and_writes_nothing_else(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    course = await create_course(client)
+    await client.patch(f"{API}/courses/{course['id']}", json={"status": "completed"})
+    response = await client.post(
+        f"{API}/courses/{course['id']}/sessions", json={"performed_at": ago(hours=1)}
+    )
+    assert_problem(response, 409)
+    rows = await audit_of(admin, course["patient_id"])
+    last = rows[-1]
+    assert (last["action"], last["resource_type"], last["status"], last["outcome"]) == (
+        "create", "session", 409, "allowed",
+    )  # fmt: skip
+    assert (await client.get(f"{API}/courses/{course['id']}/sessions")).json()["items"] == []
+
+
+async def test_only_admins_read_the_trail(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get(f"{API}/audit"), 403)
+
+
+async def test_trail_pages_and_filters_by_time(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    patient = await create_patient(client)
+    for _ in range(5):
+        await client.get(f"{API}/patients/{patient['id']}")
+    first = (
+        await admin.get(f"{API}/audit", params={"patient_id": patient["id"], "limit": 2})
+    ).json()
+    assert len(first["items"]) == 2
+    assert first["next_cursor"]
+    second = await admin.get(
+        f"{API}/audit",
+        params={"patient_id": patient["id"], "limit": 2, "cursor": first["next_cursor"]},
+    )
+    assert {r["id"] for r in first["items"]}.isdisjoint(r["id"] for r in second.json()["items"])
+    later = await admin.get(
+        f"{API}/audit", params={"patient_id": patient["id"], "since": ago(hours=-1)}
+    )
+    assert later.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET status = 200",
+        "DELETE FROM audit_events",
+    ],
+)
+async def test_the_database_refuses_to_rewrite_the_trail(
+    client: httpx.AsyncClient, engine: AsyncEngine, statement: str
+) -> None:
+    await create_patient(client)  # at least one audit row exists
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+
+
+async def test_unknown_token_id_revocation_is_404(admin: httpx.AsyncClient) -> None:
+    assert_problem(await admin.delete(f"{API}/tokens/{uuid.uuid4()}"), 404)
