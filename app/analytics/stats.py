@@ -59,12 +59,17 @@ def _median_of_sorted(values: FloatArray) -> float:
     return float((values[mid - 1] + values[mid]) / 2.0)
 
 
-def theil_sen(x: FloatArray, y: FloatArray) -> TheilSen | None:
-    """Median pairwise slope with its 95% interval; None when every x is the same."""
-    n = len(y)
+def _sorted_tie_term(values: FloatArray) -> int:
+    """The tie term of an already sorted array: ties are runs of equal neighbours."""
+    if len(values) < 2 or not np.any(values[1:] == values[:-1]):
+        return 0  # the common case for timestamps: no work beyond one comparison
+    return _tie_term(values)
+
+
+def _theil_sen(x: FloatArray, dy: FloatArray, y_ties: int, x_sorted: bool) -> TheilSen | None:
+    n = len(x)
     i, j = _upper_triangle(n)
     dx = x[j] - x[i]
-    dy = y[j] - y[i]
     # scipy keeps pairs with x[a] - x[b] > 0 over all ordered pairs: the same set as dx != 0.
     keep = dx != 0
     slopes = np.sort(dy[keep] / dx[keep])
@@ -72,7 +77,8 @@ def theil_sen(x: FloatArray, y: FloatArray) -> TheilSen | None:
     if nt == 0:
         return None
     slope = _median_of_sorted(slopes)
-    sigsq = (n * (n - 1) * (2 * n + 5) - _tie_term(x) - _tie_term(y)) / 18.0
+    x_ties = _sorted_tie_term(x) if x_sorted else _tie_term(x)
+    sigsq = (n * (n - 1) * (2 * n + 5) - x_ties - y_ties) / 18.0
     if sigsq < 0:
         return TheilSen(slope, math.nan, math.nan)
     sigma = math.sqrt(sigsq)
@@ -81,12 +87,9 @@ def theil_sen(x: FloatArray, y: FloatArray) -> TheilSen | None:
     return TheilSen(slope, float(slopes[lower]), float(slopes[upper]))
 
 
-def mann_kendall(y: FloatArray) -> MannKendall:
-    """Mann–Kendall trend test of a series in time order."""
-    n = len(y)
-    i, j = _upper_triangle(n)
-    s = float(np.sum(np.sign(y[j] - y[i])))
-    var_s = (n * (n - 1) * (2 * n + 5) - _tie_term(y)) / 18.0
+def _mann_kendall(n: int, dy: FloatArray, y_ties: int) -> MannKendall:
+    s = float(np.sum(np.sign(dy)))
+    var_s = (n * (n - 1) * (2 * n + 5) - y_ties) / 18.0
     if s > 0:
         z = (s - 1) / math.sqrt(var_s)
     elif s < 0:
@@ -96,3 +99,25 @@ def mann_kendall(y: FloatArray) -> MannKendall:
     # 2·(1 − Φ(|z|)) = erfc(|z|/√2), without the cancellation of 1 − Φ for large |z|.
     p = math.erfc(abs(z) / math.sqrt(2.0))
     return MannKendall(s=s, var_s=var_s, z=z, tau=s / (0.5 * n * (n - 1)), p=p)
+
+
+def _pairwise(y: FloatArray) -> FloatArray:
+    i, j = _upper_triangle(len(y))
+    return y[j] - y[i]
+
+
+def theil_sen(x: FloatArray, y: FloatArray) -> TheilSen | None:
+    """Median pairwise slope with its 95% interval; None when every x is the same."""
+    return _theil_sen(x, _pairwise(y), _tie_term(y), x_sorted=False)
+
+
+def mann_kendall(y: FloatArray) -> MannKendall:
+    """Mann–Kendall trend test of a series in time order."""
+    return _mann_kendall(len(y), _pairwise(y), _tie_term(y))
+
+
+def trend_statistics(weeks: FloatArray, values: FloatArray) -> tuple[TheilSen | None, MannKendall]:
+    """Both statistics of a time-ordered series, sharing the pairwise differences and ties."""
+    dy = _pairwise(values)
+    ties = _tie_term(values)
+    return _theil_sen(weeks, dy, ties, x_sorted=True), _mann_kendall(len(values), dy, ties)

@@ -10,11 +10,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from operator import attrgetter
 from typing import Literal
 
 import numpy as np
 
-from app.analytics.stats import MannKendall, mann_kendall, theil_sen
+from app.analytics.stats import MannKendall, trend_statistics
 from app.observations.catalogue import Instrument
 
 Status = Literal[
@@ -65,12 +66,15 @@ def window_start(start_date: date, thresholds: Thresholds) -> datetime:
     return datetime.combine(first_day, time.min, tzinfo=UTC)
 
 
+_recorded_at = attrgetter("recorded_at")
+
+
 def in_window(
     points: Sequence[Point], start_date: date, now: datetime, thresholds: Thresholds
 ) -> list[Point]:
     """The values a course's trend uses, oldest first: from the window start until ``now``."""
     since = window_start(start_date, thresholds)
-    return sorted((p for p in points if since <= p.recorded_at <= now), key=lambda p: p.recorded_at)
+    return sorted((p for p in points if since <= p.recorded_at <= now), key=_recorded_at)
 
 
 def instrument_trend(
@@ -83,10 +87,7 @@ def instrument_trend(
     thresholds: Thresholds = Thresholds(),
 ) -> InstrumentTrend:
     """The trend of ``points`` (any order) of ``instrument`` in a course from ``start_date``."""
-    since = window_start(start_date, thresholds)
-    series = sorted(
-        (p for p in points if since <= p.recorded_at <= now), key=lambda p: p.recorded_at
-    )
+    series = in_window(points, start_date, now, thresholds)
     n = len(series)
     last_value = series[-1].value if series else None
     last_recorded_at = series[-1].recorded_at if series else None
@@ -101,16 +102,9 @@ def instrument_trend(
 
     before, after = split_baseline(series, first_session_at)
     values = np.fromiter((p.value for p in series), dtype=np.float64, count=n)
-    weeks = np.fromiter(
-        (
-            (p.recorded_at - series[0].recorded_at).total_seconds() / SECONDS_PER_WEEK
-            for p in series
-        ),
-        dtype=np.float64,
-        count=n,
-    )
-    sen = theil_sen(weeks, values)
-    mk = mann_kendall(values)
+    seconds = np.fromiter((p.recorded_at.timestamp() for p in series), dtype=np.float64, count=n)
+    weeks = (seconds - seconds[0]) / SECONDS_PER_WEEK
+    sen, mk = trend_statistics(weeks, values)
     if not after:
         return replace(
             empty,

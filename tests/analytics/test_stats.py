@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from app.analytics.stats import mann_kendall, theil_sen
+from app.analytics.stats import mann_kendall, theil_sen, trend_statistics
 
 TOLERANCE = 1e-9
 
@@ -85,3 +85,25 @@ def test_theil_sen_slope_of_a_line() -> None:
 
 def test_theil_sen_without_spread_in_time_is_none() -> None:
     assert theil_sen(np.zeros(3), np.array([1.0, 2.0, 3.0])) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(timed_series())
+def test_combined_trend_statistics_match_the_references(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The write path's shared-intermediates version agrees with scipy and pymannkendall too."""
+    weeks, values = data
+    sen, mk = trend_statistics(weeks, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = scipy_stats.theilslopes(values, weeks, alpha=0.95)
+    if sen is None:
+        assert math.isnan(ref.slope)
+    else:
+        assert _close(sen.slope, ref.slope)
+        assert _close(sen.low, ref.low_slope)
+        assert _close(sen.high, ref.high_slope)
+    ref_mk = pymannkendall.original_test(values)
+    assert _close(mk.tau, float(ref_mk.Tau))
+    assert _close(mk.p, float(ref_mk.p))
