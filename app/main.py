@@ -22,6 +22,7 @@ from app.core.telemetry import TelemetryMiddleware
 from app.courses.router import router as courses_router
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
+from app.summary.router import router as summary_router
 from app.treatment_sessions.router import router as sessions_router
 
 DESCRIPTION = """
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(courses_router)
     api.include_router(sessions_router)
     api.include_router(analytics_router)
+    api.include_router(summary_router)
     api.include_router(tokens_router)
     api.include_router(audit_router)
     app.include_router(api)

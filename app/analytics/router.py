@@ -47,11 +47,7 @@ async def patient_trends(
         patient_id=patient.id,
         course_id=course.id,
         status=analysis.status,  # the primary instrument's, whatever `instrument` selects
-        instruments=[
-            InstrumentTrendRead.model_validate(t)
-            for code, t in analysis.trends.items()
-            if instrument is None or code == instrument
-        ],
+        instruments=InstrumentTrendRead.of(analysis, instrument),
     )
 
 
@@ -62,19 +58,7 @@ async def course_recommendation(course_id: uuid.UUID, service: ServiceDep) -> Re
     Reading it changes nothing: an `auto` course applies a change when new data is recorded.
     """
     analysis: CourseAnalysis = await service.recommendation(course_id)
-    rec = analysis.recommendation
-    return RecommendationRead(
-        course_id=course_id,
-        current_sessions_per_week=rec.current_sessions_per_week,
-        recommended_sessions_per_week=rec.recommended_sessions_per_week,
-        action=rec.action,
-        phase=rec.phase,
-        rule=rec.rule,
-        rationale=rec.rationale,
-        evidence=rec.evidence | {"applies_automatically": rec.apply},
-        policy_version=rec.policy_version,
-        computed_at=utcnow(),
-    )
+    return RecommendationRead.of(course_id, analysis.recommendation, utcnow())
 
 
 @router.get("/cohort/summary", response_model=CohortSummaryRead)

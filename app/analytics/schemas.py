@@ -3,13 +3,16 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
-from app.analytics.policy import Action
+from app.analytics.policy import Action, Recommendation
 from app.analytics.trends import Status
 from app.core.schemas import Number, ResponseModel
+
+if TYPE_CHECKING:
+    from app.analytics.service import CourseAnalysis
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -40,6 +43,17 @@ class InstrumentTrendRead(ResponseModel):
     mcid_reached: bool
     status: Status
 
+    @classmethod
+    def of(
+        cls, analysis: CourseAnalysis, instrument: str | None = None
+    ) -> list[InstrumentTrendRead]:
+        """The trends of an analysis, in catalogue order (or the one instrument asked for)."""
+        return [
+            cls.model_validate(trend)
+            for code, trend in analysis.trends.items()
+            if instrument is None or code == instrument
+        ]
+
 
 class TrendsRead(ResponseModel):
     patient_id: uuid.UUID
@@ -59,6 +73,21 @@ class RecommendationRead(ResponseModel):
     evidence: dict[str, Any]
     policy_version: str
     computed_at: datetime
+
+    @classmethod
+    def of(cls, course_id: uuid.UUID, rec: Recommendation, now: datetime) -> RecommendationRead:
+        return cls(
+            course_id=course_id,
+            current_sessions_per_week=rec.current_sessions_per_week,
+            recommended_sessions_per_week=rec.recommended_sessions_per_week,
+            action=rec.action,
+            phase=rec.phase,
+            rule=rec.rule,
+            rationale=rec.rationale,
+            evidence=rec.evidence | {"applies_automatically": rec.apply},
+            policy_version=rec.policy_version,
+            computed_at=now,
+        )
 
 
 class WeekImprovementRead(ResponseModel):

@@ -74,6 +74,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/courses/{{course_id}}/recommendation"): Rule(
         _r("admin", "clinician", "patient"), "read", "recommendation", "course"
     ),
+    ("GET", f"{API}/patients/{{patient_id}}/summary"): Rule(
+        _r("admin", "clinician", "integration", "patient"), "read", "summary", "patient"
+    ),
     ("GET", f"{API}/cohort/summary"): Rule(_r("admin", "clinician", "dashboard"), "read", "cohort"),
     ("POST", f"{API}/tokens"): Rule(_r("admin"), "create", "token"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
