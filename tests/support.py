@@ -65,6 +65,24 @@ def assert_problem(
     return body
 
 
+async def walk_pages(
+    client: httpx.AsyncClient, url: str, limit: int, **params: Any
+) -> list[list[dict[str, Any]]]:
+    """Follow `next_cursor` from the first page to the last; the pages' items, in order."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor: str | None = None
+    while True:
+        query = params | {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        response = await client.get(url, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        pages.append(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+
+
 async def empty_tables(engine: AsyncEngine) -> None:
     """Delete every row the tests wrote, except the append-only audit trail (the database
     refuses that; audit tests filter by their own ids instead)."""

@@ -19,7 +19,7 @@ from tests.factories import (
     create_session,
     iso,
 )
-from tests.support import assert_problem
+from tests.support import assert_problem, walk_pages
 
 
 def _url(patient_id: str) -> str:
@@ -352,19 +352,9 @@ async def test_cursor_pagination_visits_every_observation_once_in_order(
     moments = [start + timedelta(hours=i) for i in range(10)] + [start + timedelta(hours=4)]
     for moment in moments:
         await create_observation(client, patient["id"], recorded_at=iso(moment))
-    seen: list[dict[str, Any]] = []
-    cursor = None
-    pages = 0
-    while True:
-        params: dict[str, Any] = {"limit": 3} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get(_url(patient["id"]), params=params)).json()
-        assert len(page["items"]) <= 3
-        seen += page["items"]
-        pages += 1
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert pages == 4
+    pages = await walk_pages(client, _url(patient["id"]), 3)
+    seen = [o for page in pages for o in page]
+    assert len(pages) == 4
     assert len({o["id"] for o in seen}) == len(seen) == len(moments)
     keys = [(o["recorded_at"], o["id"]) for o in seen]
     assert keys == sorted(keys)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.factories import API, create_patient
-from tests.support import assert_problem
+from tests.support import assert_problem, walk_pages
 
 
 async def test_create_patient_returns_201_with_all_fields(client: httpx.AsyncClient) -> None:
@@ -137,20 +137,9 @@ async def test_list_filters_by_external_id(client: httpx.AsyncClient) -> None:
 
 async def test_cursor_pagination_visits_every_patient_once(client: httpx.AsyncClient) -> None:
     created = [(await create_patient(client, name=f"P{i}"))["id"] for i in range(11)]
-    seen: list[str] = []
-    cursor = None
-    pages = 0
-    while True:
-        params: dict[str, str | int] = {"limit": 4}
-        if cursor:
-            params["cursor"] = cursor
-        page = (await client.get(f"{API}/patients", params=params)).json()
-        seen += [p["id"] for p in page["items"]]
-        pages += 1
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert pages == 3
+    pages = await walk_pages(client, f"{API}/patients", 4)
+    seen = [p["id"] for page in pages for p in page]
+    assert len(pages) == 3
     assert seen == created  # creation order, no duplicates, no gaps
 
 

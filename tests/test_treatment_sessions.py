@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.factories import API, ago, create_course, create_session
-from tests.support import assert_problem
+from tests.support import assert_problem, walk_pages
 
 
 async def test_log_session_with_every_field(client: httpx.AsyncClient) -> None:
@@ -163,19 +163,8 @@ async def test_sessions_list_oldest_first_across_pages(client: httpx.AsyncClient
     days = [3, 9, 1, 7, 5, 2, 8]
     for d in days:
         await create_session(client, course["id"], performed_at=ago(days=d))
-    seen: list[str] = []
-    cursor = None
-    pages = 0
-    while True:
-        params: dict[str, str | int] = {"limit": 3}
-        if cursor:
-            params["cursor"] = cursor
-        page = (await client.get(f"{API}/courses/{course['id']}/sessions", params=params)).json()
-        seen += [s["performed_at"] for s in page["items"]]
-        pages += 1
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    assert pages == 3
+    pages = await walk_pages(client, f"{API}/courses/{course['id']}/sessions", 3)
+    seen = [s["performed_at"] for page in pages for s in page]
+    assert len(pages) == 3
     assert len(seen) == len(days)
     assert seen == sorted(seen)
