@@ -53,6 +53,14 @@ def audit_request(request: Request, record: AccessRecord) -> None:
     on_error(request, on_failure)
 
 
+def audit_subject(request: Request, *, resource_id: uuid.UUID, patient_id: uuid.UUID) -> None:
+    """Name what a create made, when the path could not (POST /patients has no id in it)."""
+    record: AccessRecord | None = getattr(request.state, "access", None)
+    if record is not None:
+        record.resource_id = str(resource_id)
+        record.patient_id = patient_id
+
+
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

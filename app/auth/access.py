@@ -42,6 +42,8 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
     )
     if rule is not None and rule.scope == "patient":
         record.patient_id = _uuid_or_none(params.get("patient_id"))  # no query: known at once
+    elif rule is not None and rule.scope == "patient-query":
+        record.patient_id = _patient_query(request)
     principal = await TokenService(session, request.app.state.token_cache).resolve(
         bearer_token(request)
     )
@@ -72,6 +74,15 @@ def _uuid_or_none(raw: str | None) -> uuid.UUID | None:
         return uuid.UUID(raw) if raw else None
     except ValueError:
         return None  # a malformed id: validation answers 422 (or the patient check 404)
+
+
+def _patient_query(request: Request) -> uuid.UUID | None:
+    """The patient a FHIR search names (`patient=Patient/<id>` or `patient=<id>`); None when it
+    names none, several, or an id that cannot exist (a patient token then gets a 404)."""
+    values = request.query_params.getlist("patient")
+    if len(values) != 1:
+        return None
+    return _uuid_or_none(values[0].removeprefix("Patient/"))
 
 
 PrincipalDep = Annotated[Principal, Depends(authorize)]

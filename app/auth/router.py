@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from app.auth.schemas import TokenCreate, TokenIssued
+from app.auth.schemas import TokenCreate, TokenIssued, TokenList, TokenRead
 from app.auth.service import TokenService
 from app.core.db import SessionDep
 
@@ -31,6 +31,12 @@ async def create_token(body: TokenCreate, service: ServiceDep) -> TokenIssued:
         patient_id=row.patient_id,
         expires_at=row.expires_at,
     )
+
+
+@router.get("", response_model=TokenList)
+async def list_tokens(service: ServiceDep) -> TokenList:
+    """Every token's metadata (admins), to find the one to revoke; never the secrets."""
+    return TokenList(items=[TokenRead.model_validate(t) for t in await service.list()])
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

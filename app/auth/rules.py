@@ -14,8 +14,9 @@ from app.auth.service import Principal
 
 Role = Literal["admin", "clinician", "patient", "integration", "dashboard"]
 Action = Literal["read", "create", "update", "delete", "export"]
-# How a request names the patient it concerns: a path's patient_id, a course's patient, or none.
-Scope = Literal["patient", "course", "none"]
+# How a request names the patient it concerns: a path's patient_id, a course's patient, a
+# FHIR search's `patient` query parameter (`Patient/<id>` or `<id>`), or none.
+Scope = Literal["patient", "course", "patient-query", "none"]
 
 ALL: frozenset[Role] = frozenset({"admin", "clinician", "patient", "integration", "dashboard"})
 STAFF: frozenset[Role] = frozenset({"admin", "clinician"})
@@ -35,6 +36,8 @@ def _r(*roles: Role) -> frozenset[Role]:
 
 
 API = "/api/v1"
+FHIR = "/fhir/R4"
+FHIR_READERS: frozenset[Role] = frozenset({"admin", "integration", "patient"})
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False),
     ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient"),
@@ -79,8 +82,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("GET", f"{API}/cohort/summary"): Rule(_r("admin", "clinician", "dashboard"), "read", "cohort"),
     ("POST", f"{API}/tokens"): Rule(_r("admin"), "create", "token"),
+    ("GET", f"{API}/tokens"): Rule(_r("admin"), "read", "token"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
     ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
+    # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
+    # Searches without `patient` cover every patient, so a patient token must name its own.
+    ("GET", f"{FHIR}/metadata"): Rule(ALL, "read", "capability-statement", audit=False),
+    ("GET", f"{FHIR}/Patient/{{patient_id}}"): Rule(FHIR_READERS, "read", "patient", "patient"),
+    ("GET", f"{FHIR}/Patient/{{patient_id}}/$everything"): Rule(
+        FHIR_READERS, "export", "patient-record", "patient"
+    ),
+    ("GET", f"{FHIR}/Observation"): Rule(FHIR_READERS, "read", "observation", "patient-query"),
+    ("GET", f"{FHIR}/Procedure"): Rule(FHIR_READERS, "read", "session", "patient-query"),
+    ("GET", f"{FHIR}/CarePlan"): Rule(FHIR_READERS, "read", "course", "patient-query"),
 }
 
 

@@ -33,3 +33,18 @@ class TokenIssued(ResponseModel):
     role: Role
     patient_id: uuid.UUID | None
     expires_at: datetime | None
+
+
+class TokenRead(ResponseModel):
+    """A token's metadata: never the secret, never its hash."""
+
+    id: uuid.UUID
+    role: Role
+    patient_id: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenList(ResponseModel):
+    items: list[TokenRead]

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.errors import TokenNotFound, Unauthenticated
@@ -106,8 +106,21 @@ class TokenService:
         )
         if result.first() is None and await self.session.get(ApiToken, token_id) is None:
             raise TokenNotFound(f"No token with id {token_id}.")
-        if self.cache is not None:
-            self.cache.forget(token_id)
+        cache = self.cache
+        if cache is not None:
+            cache.forget(token_id)
+            # Until the revocation commits, a concurrent request still reads the token as valid
+            # and may cache it again: forget it once more when the commit has happened.
+            event.listen(
+                self.session.sync_session,
+                "after_commit",
+                lambda _s: cache.forget(token_id),
+                once=True,
+            )
+
+    async def list(self) -> list[ApiToken]:
+        stmt = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
+        return list((await self.session.scalars(stmt)).all())
 
     async def resolve(self, token: str) -> Principal:
         """The principal behind a presented token, or 401 (unknown, revoked or expired)."""

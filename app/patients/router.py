@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
+from app.audit.service import audit_subject
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.patients.dependencies import PatientDep, PatientServiceDep
 from app.patients.models import Patient
@@ -17,8 +18,10 @@ ServiceDep = PatientServiceDep
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
-async def create_patient(body: PatientCreate, service: ServiceDep) -> Patient:
-    return await service.create(body)
+async def create_patient(request: Request, body: PatientCreate, service: ServiceDep) -> Patient:
+    patient = await service.create(body)
+    audit_subject(request, resource_id=patient.id, patient_id=patient.id)
+    return patient
 
 
 @router.get("", response_model=Page[PatientRead])

@@ -35,12 +35,13 @@ async def test_reads_and_writes_leave_one_row_each(
     response = await client.post(f"{API}/patients/{pid}/observations", json=body)
     rows = await audit_of(admin, pid)
     assert [(r["action"], r["resource_type"], r["status"], r["outcome"]) for r in rows] == [
+        ("create", "patient", 201, "allowed"),
         ("read", "patient", 200, "allowed"),
         ("create", "observation", 201, "allowed"),
     ]
     assert all(r["role"] == "clinician" and r["token_id"] for r in rows)
-    assert rows[1]["request_id"] == response.headers["x-request-id"]
-    assert rows[0]["resource_id"] == pid
+    assert rows[2]["request_id"] == response.headers["x-request-id"]
+    assert rows[1]["resource_id"] == pid
 
 
 async def test_no_phi_in_the_trail(client: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
@@ -135,3 +136,15 @@ async def test_the_database_refuses_to_rewrite_the_trail(
 
 async def test_unknown_token_id_revocation_is_404(admin: httpx.AsyncClient) -> None:
     assert_problem(await admin.delete(f"{API}/tokens/{uuid.uuid4()}"), 404)
+
+
+async def test_creating_a_patient_is_audited_under_the_new_patient(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    patient = await create_patient(client)
+    [row] = await audit_of(admin, patient["id"])
+    assert (row["action"], row["resource_type"], row["resource_id"]) == (
+        "create",
+        "patient",
+        patient["id"],
+    )
