@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import ops
 from app.analytics.registry import policies
@@ -18,8 +22,12 @@ from app.auth.service import TokenCache
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.telemetry import TelemetryMiddleware
 from app.courses.router import router as courses_router
+from app.fhir.router import install_fhir
+from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
+from app.idempotency.service import purging_in_background
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
 from app.summary.router import router as summary_router
@@ -32,7 +40,101 @@ mobility measures, session logs, and the course's session frequency.
 Errors are RFC 9457 `application/problem+json` with an `errors` list naming each field.
 """
 
-_problem = {"description": "Problem details (RFC 9457)", "content": {PROBLEM_MEDIA_TYPE: {}}}
+# The shape of every error (app/core/errors.py), so clients and schema-driven tests can rely on it.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def _problem_doc(description: str, **headers: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}},
+    }
+    if headers:
+        doc["headers"] = {
+            name: {"description": text, "schema": {"type": "integer"}}
+            for name, text in headers.items()
+        }
+    return doc
+
+
+_problem = _problem_doc("Invalid request: `errors` names each field")
+# Answers any /api request may get, whatever the operation.
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _problem_doc("The body could not be read (not UTF-8)"),
+    401: _problem_doc("No token, or an unknown, expired or revoked one"),
+    403: _problem_doc("The token's role may not do this"),
+    404: _problem_doc("No such resource (or not this patient token's)"),
+    413: _problem_doc("The request body is over the size limit"),
+    429: _problem_doc("This token's rate limit is spent", **{"Retry-After": "Seconds to wait"}),
+    503: _problem_doc("The database took too long to answer", **{"Retry-After": "Seconds to wait"}),
+}
+# Any API write may conflict: a duplicate, a course that is closed, an Idempotency-Key in flight.
+CONFLICT = _problem_doc("Conflicts with the current state (or an Idempotency-Key in flight)")
+
+
+def _document_api(app: FastAPI) -> None:
+    """The bearer token on every /api operation, and a 409 on every POST and PATCH there
+    (unless its router documents one already)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearerAuth"] = {"type": "http", "scheme": "bearer"}
+            for path, item in schema["paths"].items():
+                if not path.startswith("/api/"):
+                    continue
+                for method, operation in item.items():
+                    operation.setdefault("security", [{"bearerAuth": []}])
+                    if method in ("post", "patch"):
+                        operation["responses"].setdefault("409", CONFLICT)
+        return build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """405 naming every method of the resource, as RFC 9110 asks: Starlette names only those
+    of the first route that matched the path. The methods come from the OpenAPI paths."""
+    app: FastAPI = request.app
+    table: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allow", None)
+    if table is None:
+        table = []
+        for path, item in app.openapi()["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$")
+            table.append((pattern, ", ".join(sorted(m.upper() for m in item if m in _METHODS))))
+        app.state.allow = table
+    allow = next((methods for pattern, methods in table if pattern.match(request.url.path)), None)
+    if allow is not None and isinstance(exc, StarletteHTTPException):  # else /docs and the like
+        exc.headers = {**(exc.headers or {}), "Allow": allow}
+    # Answered by the app's own HTTPException handler (its format, its hooks).
+    response = app.exception_handlers[StarletteHTTPException](request, exc)
+    return await response if inspect.isawaitable(response) else response
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +148,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         try:
-            yield
+            # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
+            async with purging_in_background(
+                app.state.sessionmaker, settings.idempotency_purge_seconds
+            ):
+                yield
         finally:
             await engine.dispose()
 
@@ -60,20 +166,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     install_error_handlers(app)
+    app.add_exception_handler(405, _method_not_allowed)
+    # Middlewares, innermost first (the last added runs first): limits answer before the app
+    # reads a body or touches the database; CORS and telemetry (request id, metrics, access
+    # log) wrap them so 413s and 429s carry the same headers and are counted too.
+    # Idempotency-Key replays sit inside the limits: an oversized body is refused before it
+    # is buffered, and a replay is rate limited like any request.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(
+            RateLimitMiddleware,
+            per_minute=settings.rate_limit_per_minute,
+            burst=settings.rate_limit_burst,
+        )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After", "X-Request-ID", "Idempotent-Replayed"],
         )
     app.add_middleware(TelemetryMiddleware)
 
     # One access decision for every business route (app/auth/rules.py says who may do what).
     api = APIRouter(
         prefix="/api/v1",
-        dependencies=[Depends(authorize)],
-        responses={401: _problem, 403: _problem, 404: _problem},
+        # A request carrying a new Idempotency-Key stores it with its write (app/idempotency).
+        dependencies=[Depends(authorize), Depends(store_key_with_write)],
+        responses=API_ERRORS,
     )
     api.include_router(observations_router)  # also serves /instruments
     api.include_router(patients_router)
@@ -84,5 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(tokens_router)
     api.include_router(audit_router)
     app.include_router(api)
+    install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome
     app.include_router(ops.router)
+    _document_api(app)
     return app

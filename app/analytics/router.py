@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -14,6 +13,7 @@ from app.analytics.schemas import (
 )
 from app.analytics.service import AnalyticsService, CourseAnalysis
 from app.core.db import SessionDep, utcnow
+from app.core.schemas import IsoDate
 from app.courses.schemas import Technique
 from app.observations.schemas import InstrumentCode
 from app.patients.dependencies import PatientDep
@@ -69,10 +69,10 @@ async def cohort_summary(
     ] = None,
     technique: Annotated[Technique | None, Query()] = None,
     since: Annotated[
-        date | None, Query(description="Courses starting on or after this date.")
+        IsoDate | None, Query(description="Courses starting on or after this date.")
     ] = None,
     until: Annotated[
-        date | None, Query(description="Courses starting on or before this date.")
+        IsoDate | None, Query(description="Courses starting on or before this date.")
     ] = None,
 ) -> CohortSummaryRead:
     """Courses by response status, responder rate and mean improvement by week of course."""

@@ -4,12 +4,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.audit.schemas import AuditEventRead
 from app.audit.service import AuditRepository
 from app.core.db import SessionDep
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.core.schemas import Timestamp
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -19,7 +19,7 @@ async def list_audit_events(
     session: SessionDep,
     patient_id: Annotated[uuid.UUID | None, Query()] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="RFC 3339 with offset, inclusive.")
+        Timestamp | None, Query(description="RFC 3339 with offset, inclusive.")
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,

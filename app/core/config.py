@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -33,6 +34,23 @@ class Settings(BaseSettings):
     token_cache_seconds: float = 1.0
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: list[str] = []
+    # Limits (app/core/limits.py). A request body over this many bytes is a 413 (a batch of
+    # 500 observations is about 100 KB).
+    max_body_bytes: int = Field(2 * 1024 * 1024, gt=0)
+    # Requests per minute per bearer token (per client address for requests without one) on
+    # /api and /fhir, with bursts of up to rate_limit_burst; over it, 429 with Retry-After.
+    # 0 (the default) turns it off. Counted in each process: with N workers the effective
+    # limit is N times this; a limit shared across workers belongs in the reverse proxy.
+    rate_limit_per_minute: float = Field(0, ge=0)
+    rate_limit_burst: int = Field(60, ge=1)
+    # PostgreSQL cancels any statement running longer than this (a 503 for the request);
+    # 0 turns it off. Not applied on SQLite.
+    db_statement_timeout_ms: int = Field(5000, ge=0)
+    # Idempotency-Key (app/idempotency): a key and its first response are kept this long (at
+    # least a day, so a client's retries over a day are safe), and expired keys are purged
+    # every idempotency_purge_seconds.
+    idempotency_retention_hours: float = Field(24, ge=24)
+    idempotency_purge_seconds: float = Field(3600, gt=0)
 
     @property
     def async_database_url(self) -> URL:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from sqlalchemy import DateTime, Dialect, MetaData, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
+from app.core.limits import QueryTimeout, is_query_timeout
 
 # Named constraints let migrations create, alter and drop them on every database.
 NAMING_CONVENTION = {
@@ -78,11 +80,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         _configure_sqlite(engine, settings)
         return engine
+    connect_args: dict[str, Any] = {}
+    if settings.db_statement_timeout_ms and url.get_driver_name() == "asyncpg":
+        # Every statement of every connection is bounded: a runaway query cannot hold a
+        # connection (and the pool) for long; get_session answers a cancelled one with a 503.
+        statement_timeout = str(int(settings.db_statement_timeout_ms))
+        connect_args["server_settings"] = {"statement_timeout": statement_timeout}
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        connect_args=connect_args,
     )
 
 
@@ -134,14 +143,19 @@ async def get_session(request: Request, response: Response) -> AsyncIterator[Asy
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
-            yield session
-        except BaseException:
-            await session.rollback()
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                for hook in request.scope.get("state", {}).get("before_commit", ()):
+                    await hook(session, _success_status(request, response))
+                await session.commit()
+        except DBAPIError as exc:
+            if is_query_timeout(exc):  # statement_timeout: an overloaded database, not a bug
+                raise QueryTimeout("The database took too long to answer; retry later.") from exc
             raise
-        else:
-            for hook in request.scope.get("state", {}).get("before_commit", ()):
-                await hook(session, _success_status(request, response))
-            await session.commit()
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit

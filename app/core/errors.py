@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.telemetry import route_template
@@ -102,38 +103,70 @@ def describe(errors: list[dict[str, Any]]) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-async def _app_error(_request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, AppError)
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """An error response before it is formatted (problem+json, or a registered format)."""
+
+    status: int
+    title: str
+    detail: str
+    type_: str = "about:blank"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    headers: Mapping[str, str] | None = None
+
+
+ErrorFormatter = Callable[[ErrorReport], Response]
+
+
+def register_error_format(app: FastAPI, path_prefix: str, formatter: ErrorFormatter) -> None:
+    """Errors on paths under ``path_prefix`` are formatted by ``formatter`` instead of as
+    problem+json (the FHIR API answers OperationOutcome), by the same handlers and hooks."""
+    app.state.error_formats = {**getattr(app.state, "error_formats", {}), path_prefix: formatter}
+
+
+def error_response(request: Request, report: ErrorReport) -> Response:
+    """The response for ``report``: in the format registered for the request's path, else
+    problem+json (handlers outside this module use it too)."""
+    formats: dict[str, ErrorFormatter] = getattr(request.app.state, "error_formats", {})
+    path: str = request.scope.get("path", "")
+    for prefix, formatter in formats.items():
+        if path.startswith(prefix):
+            return formatter(report)
     return problem(
-        exc.status,
-        exc.title,
-        exc.detail,
-        type_=PROBLEM_BASE + exc.slug,
-        errors=exc.errors,
-        headers=exc.headers,
+        report.status,
+        report.title,
+        report.detail,
+        type_=report.type_,
+        errors=report.errors,
+        headers=report.headers,
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> ProblemResponse:
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    report = ErrorReport(
+        exc.status, exc.title, exc.detail, PROBLEM_BASE + exc.slug, exc.errors, exc.headers
+    )
+    return error_response(request, report)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = validation_errors(exc.errors())
-    return problem(
-        422,
-        Unprocessable.title,
-        describe(errors),
-        type_=PROBLEM_BASE + Unprocessable.slug,
-        errors=errors,
+    report = ErrorReport(
+        422, Unprocessable.title, describe(errors), PROBLEM_BASE + Unprocessable.slug, errors
     )
+    return error_response(request, report)
 
 
-async def _http_error(_request: Request, exc: Exception) -> ProblemResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem(exc.status_code, title, detail, headers=exc.headers)
+    return error_response(request, ErrorReport(exc.status_code, title, detail, headers=exc.headers))
 
 
-async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
+async def _unhandled(request: Request, exc: Exception) -> Response:
     # Type and stack only: exception messages (e.g. a driver's "[parameters: ...]") may
     # quote patient data, and logs must not carry PHI.
     stack = "".join(traceback.format_tb(exc.__traceback__))
@@ -144,11 +177,12 @@ async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
         route_template(request.scope),
         stack,
     )
-    return problem(500, "Internal server error", "The server could not complete the request.")
+    detail = "The server could not complete the request."
+    return error_response(request, ErrorReport(500, "Internal server error", detail))
 
 
 ErrorHook = Callable[[int], Awaitable[None]]
-Handler = Callable[[Request, Exception], Awaitable[ProblemResponse]]
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def on_error(request: Request, hook: ErrorHook) -> None:
@@ -160,7 +194,7 @@ def on_error(request: Request, hook: ErrorHook) -> None:
 
 
 def _with_hooks(handler: Handler) -> Handler:
-    async def handle(request: Request, exc: Exception) -> ProblemResponse:
+    async def handle(request: Request, exc: Exception) -> Response:
         response = await handler(request, exc)
         for hook in request.scope.get("state", {}).get("on_error", ()):
             await hook(response.status_code)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+)
 
 # A device clock a little ahead of the server's is normal; more than this is a bad timestamp.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -21,6 +28,18 @@ class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def _iso_text(value: object) -> object:
+    """Dates and timestamps come as ISO 8601 text: pydantic would also read a number (or a
+    numeric string) as Unix time, which the contract does not allow."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string")
+    try:
+        float(value)
+    except ValueError:
+        return value
+    raise ValueError("must be an ISO 8601 string, not a number")
+
+
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
@@ -31,10 +50,12 @@ def _not_in_future(value: datetime) -> datetime:
     return value
 
 
+# A calendar date as `YYYY-MM-DD`.
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
 # RFC 3339 with an offset (a naive timestamp is rejected), normalised to UTC.
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_to_utc)]
 # A moment something happened: not in the future.
-PastTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc), AfterValidator(_not_in_future)]
+PastTimestamp = Annotated[Timestamp, AfterValidator(_not_in_future)]
 
 
 def _compact_number(value: float) -> float | int:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from app.analytics.registry import DEFAULT_POLICY, policies
-from app.core.schemas import Number, RequestModel, ResponseModel
+from app.core.schemas import IsoDate, Number, RequestModel, ResponseModel
 
 Technique = Literal["intramuscular", "paravertebral", "subcutaneous", "intra-articular"]
 CourseStatus = Literal["active", "paused", "completed", "discontinued"]
@@ -32,7 +32,7 @@ class CourseCreate(RequestModel):
     indication: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     region: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     technique: Technique
-    start_date: Annotated[date, AfterValidator(_plausible_start)]
+    start_date: Annotated[IsoDate, AfterValidator(_plausible_start)]
     sessions_per_week: SessionsPerWeek = 3.0
     adjustment: Adjustment = Field(
         "auto",

@@ -31,6 +31,8 @@ class Observation(Base):
             "id",
         ),
         Index("ix_observations_patient_recorded", "patient_id", "recorded_at", "id"),
+        # FHIR `_lastUpdated` pulls across all patients, in (received_at, id) order.
+        Index("ix_observations_received", "received_at", "id"),
         Index("ix_observations_course_id", "course_id"),
         Index("ix_observations_session_id", "session_id"),
     )

@@ -4,11 +4,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import AwareDatetime
 
 from app.core.db import SessionDep
 from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.core.schemas import Timestamp
 from app.observations.models import Observation
 from app.observations.schemas import (
     BatchResult,
@@ -83,11 +83,11 @@ async def list_observations(
     service: ServiceDep,
     instrument: Annotated[InstrumentCode | None, Query(description="An instrument code.")] = None,
     since: Annotated[
-        AwareDatetime | None,
+        Timestamp | None,
         Query(description="Recorded at or after this moment (inclusive; RFC 3339 with offset)."),
     ] = None,
     until: Annotated[
-        AwareDatetime | None,
+        Timestamp | None,
         Query(description="Recorded before this moment (exclusive; RFC 3339 with offset)."),
     ] = None,
     course_id: Annotated[uuid.UUID | None, Query(description="Only this course's.")] = None,

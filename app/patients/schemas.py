@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.core.schemas import RequestModel, ResponseModel
+from app.core.schemas import IsoDate, RequestModel, ResponseModel
 
 Sex = Literal["female", "male", "other", "unknown"]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -22,7 +22,7 @@ def _plausible_birth_date(value: date) -> date:
     return value
 
 
-BirthDate = Annotated[date, AfterValidator(_plausible_birth_date)]
+BirthDate = Annotated[IsoDate, AfterValidator(_plausible_birth_date)]
 
 
 class PatientCreate(RequestModel):

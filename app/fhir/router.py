@@ -1,0 +1,184 @@
+"""The FHIR R4 read API under `/fhir/R4` (HTTP only: parameters in, `application/fhir+json` out).
+
+Access is the one `authorize` dependency with the rules in app/auth/rules.py: integration and
+admin tokens read every patient; a patient token reads its own compartment only (searches must
+name that patient; anything else is a 404, as in the business API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from app.auth.access import authorize
+from app.core.db import SessionDep, utcnow
+from app.core.errors import register_error_format
+from app.fhir import mapping
+from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse, outcome_response
+from app.fhir.search import SearchQuery, parse_search
+from app.fhir.service import FhirService, Links
+
+PREFIX = "/fhir/R4"
+# The date the CapabilityStatement last changed: bump it with the statement.
+CAPABILITY_DATE = date(2026, 11, 23)
+
+_outcome = {
+    "description": "OperationOutcome",
+    "content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}},
+}
+_resource = {"content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}}
+
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["fhir"],
+    dependencies=[Depends(authorize)],
+    default_response_class=FhirResponse,
+    responses={400: _outcome, 401: _outcome, 403: _outcome, 404: _outcome, 406: _outcome},
+)
+
+# name → (OpenAPI description, repeatable)
+_PARAM_DOCS: dict[str, tuple[str, bool]] = {
+    "patient": ("`Patient/<id>` or `<id>`; required for patient tokens (their own id).", False),
+    "code": ("Instrument: `http://loinc.org|72514-3`, this service's code, or a bare code.", True),
+    "_lastUpdated": ("`gt`, `ge`, `lt`, `le` or `eq` + a FHIR date/dateTime; repeatable.", True),
+    "_since": ("Only resources changed at or after this instant.", False),
+    "_count": ("Page size: default 50, at most 500; 0 gives the total alone.", False),
+    "_cursor": ("Set by the server in the `next` link.", False),
+    "_format": ("`json` (the only format).", False),
+}
+_PAGING = ("_count", "_cursor", "_format")
+
+
+def _lenient(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(part.strip() == "handling=lenient" for part in prefer.replace(";", ",").split(","))
+
+
+def _params(*names: str) -> Callable[[Request], SearchQuery]:
+    """A dependency that parses and validates the query string against ``names``."""
+
+    def dependency(request: Request) -> SearchQuery:
+        return parse_search(
+            request.query_params.multi_items(), supported=names, strict=not _lenient(request)
+        )
+
+    return dependency
+
+
+def _openapi(names: Sequence[str]) -> dict[str, Any]:
+    parameters = []
+    for name in names:
+        description, repeatable = _PARAM_DOCS[name]
+        schema: dict[str, Any] = {"type": "string"}
+        if name == "_count":
+            schema = {"type": "integer", "minimum": 0}
+        if repeatable:
+            schema = {"type": "array", "items": schema}
+        parameters.append(
+            {"name": name, "in": "query", "required": False, "description": description,
+             "schema": schema}
+        )  # fmt: skip
+    return {"parameters": parameters}
+
+
+def _links(request: Request, path: str) -> Links:
+    base = str(request.base_url).rstrip("/") + PREFIX
+    return Links(base_url=base, search_url=f"{base}{path}")
+
+
+ReadParams = Annotated[SearchQuery, Depends(_params("_format"))]
+SEARCH = ("patient", "_lastUpdated", *_PAGING)
+OBSERVATION_SEARCH = ("patient", "code", "_lastUpdated", *_PAGING)
+EVERYTHING = ("_since", *_PAGING)
+
+
+@router.get(
+    "/metadata",
+    summary="CapabilityStatement",
+    responses={200: _resource},
+    openapi_extra=_openapi(["_format"]),
+)
+async def capability_statement(request: Request, _query: ReadParams) -> FhirResponse:
+    """What this server supports, exactly: reading Patient, `$everything`, and searching
+    Observation, Procedure and CarePlan with the parameters listed."""
+    statement = mapping.capability_statement(
+        base_url=str(request.base_url).rstrip("/") + PREFIX,
+        software_version=request.app.version,
+        published=CAPABILITY_DATE,
+    )
+    return FhirResponse(statement)
+
+
+@router.get(
+    "/Patient/{patient_id}",
+    summary="Read a Patient",
+    responses={200: _resource},
+    openapi_extra=_openapi(["_format"]),
+)
+async def read_patient(patient_id: str, session: SessionDep, _query: ReadParams) -> FhirResponse:
+    return FhirResponse(await FhirService(session).patient(patient_id))
+
+
+@router.get(
+    "/Patient/{patient_id}/$everything",
+    summary="Patient $everything",
+    responses={200: _resource},
+    openapi_extra=_openapi(EVERYTHING),
+)
+async def patient_everything(
+    patient_id: str,
+    request: Request,
+    session: SessionDep,
+    query: Annotated[SearchQuery, Depends(_params(*EVERYTHING))],
+) -> FhirResponse:
+    """A searchset Bundle of the Patient, its CarePlans (courses), Procedures (sessions) and
+    Observations, paged like a search; with `_since`, only what changed from then on (the
+    Patient too)."""
+    links = _links(request, f"/Patient/{patient_id}/$everything")
+    return FhirResponse(await FhirService(session).everything(patient_id, query, links, utcnow()))
+
+
+def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
+    # A default rather than Annotated: string annotations cannot name this closure's locals.
+    async def search(
+        request: Request, session: SessionDep, query: SearchQuery = Depends(_params(*names))
+    ) -> FhirResponse:
+        links = _links(request, f"/{resource_type}")
+        bundle = await FhirService(session).search(resource_type, query, links, utcnow())
+        return FhirResponse(bundle)
+
+    search.__doc__ = doc
+    router.add_api_route(
+        f"/{resource_type}",
+        search,
+        methods=["GET"],
+        summary=f"Search {resource_type}",
+        name=f"search_{resource_type.lower()}",
+        responses={200: _resource},
+        openapi_extra=_openapi(names),
+    )
+
+
+_search_route(
+    "Observation",
+    OBSERVATION_SEARCH,
+    "Pain scores and mobility measures: LOINC where one exists, always this service's "
+    "instrument code; UCUM units; `survey` or `exam`.",
+)
+_search_route(
+    "Procedure", SEARCH, "Treatment sessions: completed ozone infiltrations, basedOn the course."
+)
+_search_route(
+    "CarePlan",
+    SEARCH,
+    "Courses: the activity's `scheduledTiming.repeat` holds the current weekly frequency.",
+)
+
+
+def install_fhir(app: FastAPI) -> None:
+    """Serve the FHIR API and answer every error under `/fhir/` with an OperationOutcome."""
+    app.include_router(router)
+    register_error_format(app, "/fhir/", outcome_response)

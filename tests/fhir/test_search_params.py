@@ -1,0 +1,243 @@
+"""Search parameter parsing alone: dates and their precision, tokens, references, strictness."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from app.fhir import terminology as t
+from app.fhir.search import (
+    InvalidSearch,
+    NotAcceptable,
+    TimeBound,
+    decode_cursor,
+    encode_cursor,
+    instruments_for_token,
+    parse_date_param,
+    parse_date_range,
+    parse_instant,
+    parse_search,
+    patient_reference,
+)
+
+OBSERVATION = ("patient", "code", "_lastUpdated", "_count", "_cursor", "_format")
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "start", "end"),
+    [
+        ("2026", utc(2026, 1, 1), utc(2027, 1, 1)),
+        ("2026-02", utc(2026, 2, 1), utc(2026, 3, 1)),
+        ("2026-12", utc(2026, 12, 1), utc(2027, 1, 1)),
+        ("2026-02-28", utc(2026, 2, 28), utc(2026, 3, 1)),
+        ("2026-02-28T10:15Z", utc(2026, 2, 28, 10, 15), utc(2026, 2, 28, 10, 16)),
+        ("2026-02-28T10:15:30Z", utc(2026, 2, 28, 10, 15, 30), utc(2026, 2, 28, 10, 15, 31)),
+        (
+            "2026-02-28T10:15:30.5Z",
+            utc(2026, 2, 28, 10, 15, 30, 500000),
+            utc(2026, 2, 28, 10, 15, 30, 600000),
+        ),
+        (
+            "2026-02-28T10:15:30.123456Z",
+            utc(2026, 2, 28, 10, 15, 30, 123456),
+            utc(2026, 2, 28, 10, 15, 30, 123457),
+        ),
+        # beyond microseconds: the database's precision
+        (
+            "2026-02-28T10:15:30.1234567Z",
+            utc(2026, 2, 28, 10, 15, 30, 123456),
+            utc(2026, 2, 28, 10, 15, 30, 123457),
+        ),
+        ("2026-02-28T12:15:30+02:00", utc(2026, 2, 28, 10, 15, 30), utc(2026, 2, 28, 10, 15, 31)),
+        # an unencoded "+" arrives as a space
+        ("2026-02-28T12:15:30 02:00", utc(2026, 2, 28, 10, 15, 30), utc(2026, 2, 28, 10, 15, 31)),
+        ("2026-02-28T05:15:30-05:00", utc(2026, 2, 28, 10, 15, 30), utc(2026, 2, 28, 10, 15, 31)),
+    ],
+)
+def test_a_value_stands_for_the_interval_of_its_precision(
+    raw: str, start: datetime, end: datetime
+) -> None:
+    assert parse_date_range(raw) == (start, end)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "26",
+        "2026-13",
+        "2026-02-30",
+        "2026-02-28T10:15:30",  # a time needs a zone
+        "2026-02-28T25:00:00Z",
+        "2026-02-28T10:15:30+15:00",
+        "yesterday",
+        "2026-02-28 10:15:30Z",
+    ],
+)
+def test_malformed_dates(raw: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (the message varies with the fault)
+        parse_date_range(raw)
+
+
+def test_prefixes_reduce_to_lower_and_upper_bounds() -> None:
+    start, end = utc(2026, 1, 1, 8, 0, 0), utc(2026, 1, 1, 8, 0, 1)
+    value = "2026-01-01T08:00:00Z"
+    assert parse_date_param(f"ge{value}") == (TimeBound(">=", start),)
+    assert parse_date_param(f"gt{value}") == (TimeBound(">=", end),)
+    assert parse_date_param(f"lt{value}") == (TimeBound("<", start),)
+    assert parse_date_param(f"le{value}") == (TimeBound("<", end),)
+    assert parse_date_param(f"eq{value}") == (TimeBound(">=", start), TimeBound("<", end))
+    assert parse_date_param(value) == parse_date_param(f"eq{value}")
+
+
+@pytest.mark.parametrize("prefix", ["ne", "sa", "eb", "ap", "xx"])
+def test_unsupported_prefixes(prefix: str) -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        parse_date_param(f"{prefix}2026-01-01")
+
+
+def test_since_is_an_instant() -> None:
+    assert parse_instant("2026-01-01T08:00:00.25Z") == utc(2026, 1, 1, 8, 0, 0, 250000)
+    for raw in ("2026-01-01", "2026-01-01T08:00Z", "2026"):
+        with pytest.raises(ValueError, match="instant"):
+            parse_instant(raw)
+
+
+@pytest.mark.parametrize(
+    ("token", "instruments"),
+    [
+        ("72514-3", {"pain-nrs"}),
+        ("http://loinc.org|72514-3", {"pain-nrs"}),
+        ("http://loinc.org|97909-6", {"odi"}),
+        ("http://loinc.org|", {"pain-nrs", "odi"}),
+        (f"{t.INSTRUMENT_SYSTEM}|pain-vas", {"pain-vas"}),
+        ("schober", {"schober"}),
+        ("pain-vas,72514-3", {"pain-vas", "pain-nrs"}),
+        ("|pain-nrs", set()),  # a coding without a system: none of ours
+        ("http://snomed.info/sct|72514-3", set()),
+        ("http://loinc.org|pain-nrs", set()),
+        ("8480-6", set()),
+    ],
+)
+def test_code_tokens(token: str, instruments: set[str]) -> None:
+    assert instruments_for_token(token) == instruments
+
+
+def test_every_instrument_is_findable_by_its_own_code() -> None:
+    everything = instruments_for_token(f"{t.INSTRUMENT_SYSTEM}|")
+    assert len(everything) == 10
+
+
+def test_patient_references() -> None:
+    pid = uuid.uuid4()
+    assert patient_reference(str(pid)) == pid
+    assert patient_reference(f"Patient/{pid}") == pid
+    assert patient_reference("Patient/not-ours") is None
+    with pytest.raises(ValueError, match="Patient"):
+        patient_reference(f"Practitioner/{pid}")
+    with pytest.raises(ValueError, match="Patient"):
+        patient_reference(f"Patient/{pid}/_history/1")
+
+
+def test_a_full_query() -> None:
+    pid = uuid.uuid4()
+    query = parse_search(
+        [
+            ("patient", f"Patient/{pid}"),
+            ("code", "http://loinc.org|72514-3,pain-vas"),
+            ("code", "pain-vas,odi"),  # repeated: AND
+            ("_lastUpdated", "ge2026-01-01"),
+            ("_lastUpdated", "lt2026-02-01"),
+            ("_count", "10"),
+        ],
+        supported=OBSERVATION,
+    )
+    assert query.patient_id == pid
+    assert query.instruments == frozenset({"pain-vas"})
+    assert query.last_updated == (
+        TimeBound(">=", utc(2026, 1, 1)),
+        TimeBound("<", utc(2026, 2, 1)),
+    )
+    assert query.count == 10
+    assert not query.matches_nothing
+    assert query.echo[0] == ("patient", f"Patient/{pid}")
+
+
+def test_defaults_and_limits() -> None:
+    assert parse_search([], supported=OBSERVATION).count == 50
+    assert parse_search([("_count", "0")], supported=OBSERVATION).count == 0
+    # FHIR lets a server return fewer than asked: above the maximum is the maximum.
+    assert parse_search([("_count", "100000")], supported=OBSERVATION).count == 500
+
+
+@pytest.mark.parametrize(
+    ("items", "name"),
+    [
+        ([("_count", "-1")], "_count"),
+        ([("_count", "ten")], "_count"),
+        ([("_count", "1"), ("_count", "2")], "_count"),
+        ([("patient", "a"), ("patient", "b")], "patient"),
+        ([("patient", f"{uuid.uuid4()},{uuid.uuid4()}")], "patient"),
+        ([("patient", "Practitioner/1")], "patient"),
+        ([("patient", "")], "patient"),
+        ([("code:text", "pain")], "code:text"),
+        ([("patient:Patient", "1")], "patient:Patient"),
+        ([("_lastUpdated", "ne2026")], "_lastUpdated"),
+        ([("_lastUpdated", "2026-01-01T10:00:00")], "_lastUpdated"),
+        ([("_cursor", "x" * 513)], "_cursor"),
+    ],
+)
+def test_invalid_parameters(items: list[tuple[str, str]], name: str) -> None:
+    with pytest.raises(InvalidSearch) as caught:
+        parse_search(items, supported=OBSERVATION)
+    assert caught.value.errors[0]["loc"] == ["query", name]
+
+
+def test_unknown_parameters_are_refused_unless_lenient() -> None:
+    items = [("date", "ge2026"), ("patient", "Patient/x"), ("_sort", "date")]
+    with pytest.raises(InvalidSearch, match=r"_sort, date"):
+        parse_search(items, supported=OBSERVATION)
+    lenient = parse_search(items, supported=OBSERVATION, strict=False)
+    assert lenient.echo == (("patient", "Patient/x"),)  # the self link shows what was used
+    assert lenient.matches_nothing  # an id this server never issues
+
+
+def test_only_json_is_spoken() -> None:
+    for fmt in ("json", "application/json", "application/fhir+json"):
+        parse_search([("_format", fmt)], supported=OBSERVATION)
+    with pytest.raises(NotAcceptable):
+        parse_search([("_format", "xml")], supported=OBSERVATION)
+
+
+def test_a_code_no_instrument_has_matches_nothing() -> None:
+    assert parse_search(
+        [("code", "http://loinc.org|1234-5")], supported=OBSERVATION
+    ).matches_nothing
+
+
+def test_cursors_round_trip_and_refuse_garbage() -> None:
+    at, row = utc(2026, 1, 1, 8, 0, 0, 1), uuid.uuid4()
+    assert decode_cursor(encode_cursor("Observation", at, row), ["Observation"]) == (
+        "Observation",
+        at,
+        row,
+    )
+    assert decode_cursor(encode_cursor("Procedure", None, None), ["CarePlan", "Procedure"]) == (
+        "Procedure",
+        None,
+        None,
+    )
+    for bad in ("garbage", encode_cursor("CarePlan", at, row), "W10", "WyJPYnNlcnZhdGlvbiJd"):
+        with pytest.raises(InvalidSearch):
+            decode_cursor(bad, ["Observation"])
+    naive = encode_cursor("Observation", at.replace(tzinfo=None), row)
+    with pytest.raises(InvalidSearch):
+        decode_cursor(naive, ["Observation"])
