@@ -39,8 +39,18 @@ class MannKendall:
     p: float
 
 
-@lru_cache(maxsize=256)
+_CACHED_UP_TO = 256  # pair-index arrays for longer series are not kept: n=1000 is 8 MB
+
+
+@lru_cache(maxsize=_CACHED_UP_TO)
+def _cached_triangle(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    rows, cols = np.triu_indices(n, 1)
+    return rows, cols
+
+
 def _upper_triangle(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    if n <= _CACHED_UP_TO:
+        return _cached_triangle(n)
     rows, cols = np.triu_indices(n, 1)
     return rows, cols
 
