@@ -40,7 +40,7 @@ migrate: install
 demo: install ## load a synthetic cohort into the configured database
 	$(VENV)/bin/outcomes demo
 
-bench: install ## benchmarks: one line per figure, bench/results/latest.json
+bench: install ## benchmarks (needs wrk; PostgreSQL at 127.0.0.1 and SQLite): one line per figure, bench/results/latest.json; BENCH_ARGS="--scale large" for 1M observations (bench/README.md)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:

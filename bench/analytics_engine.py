@@ -1,7 +1,9 @@
 """CPU cost of one trend + policy evaluation, in one process (no I/O).
 
 Prints evaluations per second for 30-point series (issue 6 target: ≥ 20,000/s on one core)
-and CPU milliseconds per evaluation for 60-point series (issue 3 target: < 0.5 ms).
+and CPU milliseconds per evaluation for 60-point series (issue 3 target: < 0.5 ms). "On one
+core" is measured as evaluations per second of the process's CPU time: on a shared machine
+the wall clock also counts the time the core spent on other processes (both are reported).
 """
 
 from __future__ import annotations
@@ -64,11 +66,12 @@ def main() -> dict[str, float]:
     per_s_30, cpu_ms_30 = measure(30)
     _, cpu_ms_60 = measure(60)
     print(
-        f"analytics_engine: {per_s_30:,.0f} trend+policy evaluations/s "
-        "(30 points, one core; target ≥ 20,000)"
+        f"analytics_engine: {1000 / cpu_ms_30:,.0f} trend+policy evaluations per CPU second "
+        f"({per_s_30:,.0f}/s of wall time; 30 points, one core; target ≥ 20,000)"
     )
     print(f"analytics_engine: {cpu_ms_60:.3f} ms CPU per evaluation (60 points; target < 0.5 ms)")
     return {
+        "evaluations_per_cpu_s_30": round(1000 / cpu_ms_30),
         "evaluations_per_s_30": round(per_s_30),
         "cpu_ms_per_evaluation_30": round(cpu_ms_30, 4),
         "cpu_ms_per_evaluation_60": round(cpu_ms_60, 4),

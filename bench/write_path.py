@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from bench.dataset import issue_staff_token
 from bench.server import serve
 
 API = "/api/v1"
@@ -70,7 +71,9 @@ async def seed(client: httpx.AsyncClient, patients: int) -> tuple[list[str], lis
     return plain, treated
 
 
-async def timed_posts(base: str, patient_ids: list[str], requests: int, concurrency: int) -> float:
+async def timed_posts(
+    base: str, patient_ids: list[str], requests: int, concurrency: int, token: str
+) -> float:
     """Seconds per request at the given concurrency."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for k in range(requests):
@@ -87,7 +90,10 @@ async def timed_posts(base: str, patient_ids: list[str], requests: int, concurre
             await _post(client, f"{API}/patients/{pid}/observations", body)
 
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=30, headers=headers
+    ) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         return (time.perf_counter() - started) / requests
@@ -96,14 +102,18 @@ async def timed_posts(base: str, patient_ids: list[str], requests: int, concurre
 async def run(
     database_url: str, patients: int, requests: int, rounds: int, concurrency: int
 ) -> dict[str, float]:
-    with serve(database_url) as base:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    with serve(database_url) as server:
+        base = server.base
+        # One clinician token: what a clinic's front end sends (the token cache keeps it).
+        token = await issue_staff_token(database_url)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as client:
             plain, treated = await seed(client, patients)
-        await timed_posts(base, plain + treated, 200, concurrency)  # warm-up
+        await timed_posts(base, plain + treated, 200, concurrency, token)  # warm-up
         without, with_course = [], []
         for _ in range(rounds):
-            without.append(await timed_posts(base, plain, requests, concurrency))
-            with_course.append(await timed_posts(base, treated, requests, concurrency))
+            without.append(await timed_posts(base, plain, requests, concurrency, token))
+            with_course.append(await timed_posts(base, treated, requests, concurrency, token))
     t0, t1 = statistics.median(without), statistics.median(with_course)
     return {"post_ms_without_course": t0 * 1000, "post_ms_with_course": t1 * 1000, "ratio": t1 / t0}
 
