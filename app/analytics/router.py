@@ -21,7 +21,7 @@ from app.patients.dependencies import PatientDep
 router = APIRouter(tags=["analytics"])
 
 
-def get_analytics_service(session: SessionDep) -> AnalyticsService:
+async def get_analytics_service(session: SessionDep) -> AnalyticsService:
     return AnalyticsService(session)
 
 

@@ -12,7 +12,7 @@ from app.core.db import SessionDep
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
-def get_token_service(request: Request, session: SessionDep) -> TokenService:
+async def get_token_service(request: Request, session: SessionDep) -> TokenService:
     return TokenService(session, request.app.state.token_cache)
 
 

@@ -22,7 +22,7 @@ from app.courses.service import CourseService
 router = APIRouter(tags=["courses"])
 
 
-def get_course_service(session: SessionDep) -> CourseService:
+async def get_course_service(session: SessionDep) -> CourseService:
     return CourseService(session)
 
 

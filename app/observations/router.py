@@ -31,7 +31,7 @@ _conflict: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_observation_service(session: SessionDep) -> ObservationService:
+async def get_observation_service(session: SessionDep) -> ObservationService:
     return ObservationService(session)
 
 

@@ -12,7 +12,7 @@ from app.patients.models import Patient
 from app.patients.service import PatientService
 
 
-def get_patient_service(session: SessionDep) -> PatientService:
+async def get_patient_service(session: SessionDep) -> PatientService:
     return PatientService(session)
 
 

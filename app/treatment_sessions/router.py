@@ -14,7 +14,7 @@ from app.treatment_sessions.service import SessionService
 router = APIRouter(prefix="/courses/{course_id}/sessions", tags=["sessions"])
 
 
-def get_session_service(session: SessionDep) -> SessionService:
+async def get_session_service(session: SessionDep) -> SessionService:
     return SessionService(session)
 
 
