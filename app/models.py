@@ -3,6 +3,7 @@
 from app.audit.models import AuditEvent
 from app.auth.models import ApiToken, IdempotencyKey
 from app.courses.models import Course, FrequencyChange
+from app.fhir.models import ExportJob
 from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
@@ -11,6 +12,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Course",
+    "ExportJob",
     "FrequencyChange",
     "IdempotencyKey",
     "Observation",

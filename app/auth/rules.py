@@ -38,6 +38,7 @@ def _r(*roles: Role) -> frozenset[Role]:
 API = "/api/v1"
 FHIR = "/fhir/R4"
 FHIR_READERS: frozenset[Role] = frozenset({"admin", "integration", "patient"})
+BULK_EXPORTERS: frozenset[Role] = frozenset({"admin", "integration"})
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False),
     ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient"),
@@ -95,6 +96,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{FHIR}/Observation"): Rule(FHIR_READERS, "read", "observation", "patient-query"),
     ("GET", f"{FHIR}/Procedure"): Rule(FHIR_READERS, "read", "session", "patient-query"),
     ("GET", f"{FHIR}/CarePlan"): Rule(FHIR_READERS, "read", "course", "patient-query"),
+    # Bulk Data export (app/fhir/export.py): every patient's data, so never a patient token.
+    # A job is its starting token's (or an admin's) alone: others get a 404 from the handler.
+    ("GET", f"{FHIR}/$export"): Rule(BULK_EXPORTERS, "export", "bulk-export"),
+    ("GET", f"{FHIR}/Patient/$export"): Rule(BULK_EXPORTERS, "export", "bulk-export"),
+    ("GET", f"{FHIR}/$export-status/{{job_id}}"): Rule(BULK_EXPORTERS, "read", "bulk-export"),
+    ("DELETE", f"{FHIR}/$export-status/{{job_id}}"): Rule(BULK_EXPORTERS, "delete", "bulk-export"),
+    ("GET", f"{FHIR}/$export-file/{{job_id}}/{{resource_type}}.ndjson"): Rule(
+        BULK_EXPORTERS, "export", "bulk-export"
+    ),
 }
 
 

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # every idempotency_purge_seconds.
     idempotency_retention_hours: float = Field(24, ge=24)
     idempotency_purge_seconds: float = Field(3600, gt=0)
+    # FHIR Bulk Data export (app/fhir/export.py): files are streamed in batches of this many
+    # rows (one short query each, so memory stays flat whatever the export's size), and a
+    # job's status and files can be fetched for this long after its kick-off.
+    export_batch_size: int = Field(1000, gt=0, le=10_000)
+    export_retention_hours: float = Field(24, gt=0)
 
     @property
     def async_database_url(self) -> URL:

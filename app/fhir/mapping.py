@@ -23,6 +23,7 @@ Resource = dict[str, Any]
 Row = Patient | Course | TreatmentSession | Observation
 
 FHIR_VERSION = "4.0.1"
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
 
 
 # --- primitives -----------------------------------------------------------------------------
@@ -419,7 +420,13 @@ def capability_statement(*, base_url: str, software_version: str, published: dat
                     "documentation": "All of the patient's CarePlans, Procedures and Observations "
                     "with the Patient, paged by `_count`; `_since` (an instant) returns only "
                     "resources changed from then on.",
-                }
+                },
+                {
+                    "name": "export",
+                    "definition": BULK_DATA + "/OperationDefinition/patient-export",
+                    "documentation": "Bulk Data export of every patient's compartment (no "
+                    "Groups here): `Prefer: respond-async`, `_type`, `_since`; ndjson files.",
+                },
             ],
         }
     ]
@@ -461,6 +468,16 @@ def capability_statement(*, base_url: str, software_version: str, published: dat
                     "patient's compartment (other patients are a 404).",
                 },
                 "resource": resources,
+                "operation": [
+                    {
+                        "name": "export",
+                        "definition": BULK_DATA + "/OperationDefinition/export",
+                        "documentation": "Bulk Data export (`Prefer: respond-async`): poll the "
+                        "`Content-Location` for the manifest of `application/fhir+ndjson` "
+                        "files, one per type (`_type`: Patient, CarePlan, Procedure, "
+                        "Observation; `_since`). Admin and integration tokens only.",
+                    }
+                ],
             }
         ],
     }

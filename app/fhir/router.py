@@ -17,6 +17,7 @@ from app.auth.access import authorize
 from app.core.db import SessionDep, utcnow
 from app.core.errors import register_error_format
 from app.fhir import mapping
+from app.fhir.export import router as export_router
 from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse, outcome_response
 from app.fhir.search import SearchQuery, parse_search
 from app.fhir.service import FhirService, Links
@@ -180,5 +181,7 @@ _search_route(
 
 def install_fhir(app: FastAPI) -> None:
     """Serve the FHIR API and answer every error under `/fhir/` with an OperationOutcome."""
+    # Bulk Data first: `/Patient/$export` must not be read as `/Patient/{patient_id}`.
+    app.include_router(export_router)
     app.include_router(router)
     register_error_format(app, "/fhir/", outcome_response)

@@ -100,7 +100,10 @@ async def world(client: httpx.AsyncClient, issue_token: Callable[..., Awaitable[
 
 
 def fill(template: str, patient_id: str, course_id: str) -> str:
-    return template.format(patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4())
+    return template.format(
+        patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4(), job_id=uuid.uuid4(),
+        resource_type="Observation",
+    )  # fmt: skip
 
 
 async def call(c: httpx.AsyncClient, method: str, template: str, path: str) -> httpx.Response:

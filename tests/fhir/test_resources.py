@@ -360,8 +360,17 @@ async def test_capability_statement_lists_exactly_what_is_served(
                 else f"/fhir/R4/{resource['type']}"
             )
         for operation in resource.get("operation", []):
-            advertised.add(f"/fhir/R4/{resource['type']}/{{patient_id}}/${operation['name']}")
-    served = {p for p in app.openapi()["paths"] if p.startswith("/fhir/")} - {"/fhir/R4/metadata"}
+            if operation["name"] == "export":  # a type-level operation
+                advertised.add(f"/fhir/R4/{resource['type']}/$export")
+            else:
+                advertised.add(f"/fhir/R4/{resource['type']}/{{patient_id}}/${operation['name']}")
+    advertised |= {f"/fhir/R4/${operation['name']}" for operation in rest.get("operation", [])}
+    # Bulk Data status and file URLs are handed out by the kick-off and the manifest.
+    served = {
+        p
+        for p in app.openapi()["paths"]
+        if p.startswith("/fhir/") and not p.startswith(("/fhir/R4/$export-", "/fhir/R4/metadata"))
+    }
     assert advertised == served
     params = {
         r["type"]: sorted(p["name"] for p in r.get("searchParam", [])) for r in rest["resource"]
