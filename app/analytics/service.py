@@ -65,6 +65,10 @@ def course_trends(
     }
 
 
+def _primary(trends: dict[str, InstrumentTrend]) -> str | None:
+    return primary_instrument([code for code, t in trends.items() if t.n > 0])
+
+
 def _group(rows: Iterable[tuple[str, datetime, float]]) -> dict[str, list[Point]]:
     grouped: dict[str, list[Point]] = defaultdict(list)
     for code, recorded_at, value in rows:
@@ -94,7 +98,7 @@ class AnalyticsService:
         since = window_start(course.start_date, params.thresholds)
         points = _group(await self.repo.values_since(course.patient_id, since))
         trends = course_trends(course, points, facts.first_session_at, now, params)
-        primary = primary_instrument([code for code, t in trends.items() if t.n > 0])
+        primary = _primary(trends)
         rec = evaluate(
             params,
             _state(course, facts),
@@ -175,7 +179,7 @@ class AnalyticsService:
             points = _group(by_patient[course.patient_id])
             first = first_sessions.get(course.id)
             trends = course_trends(course, points, first, now, params)
-            primary = primary_instrument([code for code, t in trends.items() if t.n > 0])
+            primary = _primary(trends)
             if primary is None:
                 outcomes.append(outcome(None))
                 continue

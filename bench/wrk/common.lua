@@ -20,6 +20,17 @@ function M.load_targets()
   return targets
 end
 
+-- Each thread walks the targets from its own offset, stepping by the thread count, so the
+-- threads together visit every patient evenly.
+local targets, position, stride = {}, 1, 1
+
+-- The next (patient, token) of this thread, and how many requests the thread has made.
+function M.next_target()
+  local t = targets[(position - 1) % #targets + 1]
+  position = position + stride
+  return t, position
+end
+
 -- The current UTC second as RFC 3339, recomputed once a second.
 local last_second, last_stamp = -1, nil
 function M.now(offset_seconds)
@@ -31,7 +42,7 @@ function M.now(offset_seconds)
   return last_stamp
 end
 
--- Installs setup/init/response/done globals: per-thread counters of non-2xx responses and
+-- Installs setup/init/response/done globals: the targets of each thread, per-thread counters of non-2xx responses and
 -- of bodies matching `bad_body` (a plain substring; e.g. a rejected batch item), and a JSON
 -- summary on stdout at the end.
 function M.install(bad_body)
@@ -39,6 +50,12 @@ function M.install(bad_body)
     thread_count = thread_count + 1
     thread:set("thread_index", thread_count)
     threads[#threads + 1] = thread
+  end
+
+  function init(args)
+    targets = M.load_targets()
+    position = thread_index or 1
+    stride = tonumber(os.getenv("BENCH_THREADS") or "1")
   end
 
   function response(status, headers, body)

@@ -5,14 +5,7 @@ local common = dofile(os.getenv("BENCH_WRK_DIR") .. "/common.lua")
 common.install('"rejected"')
 
 local SIZE = tonumber(os.getenv("BENCH_BATCH") or "100")
-local targets, i, stride
 local body, body_second = nil, -1
-
-function init(args)
-  targets = common.load_targets()
-  i = thread_index or 1
-  stride = tonumber(os.getenv("BENCH_THREADS") or "1")
-end
 
 -- Rebuilt once a second: pain scores and lumbar flexion over the last SIZE minutes.
 local function batch_body()
@@ -35,8 +28,7 @@ local function batch_body()
 end
 
 function request()
-  local t = targets[(i - 1) % #targets + 1]
-  i = i + stride
+  local t = common.next_target()
   return wrk.format("POST", "/api/v1/patients/" .. t.id .. "/observations/batch",
     { ["Authorization"] = "Bearer " .. t.token, ["Content-Type"] = "application/json" },
     batch_body())

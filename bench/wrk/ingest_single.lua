@@ -3,19 +3,10 @@
 local common = dofile(os.getenv("BENCH_WRK_DIR") .. "/common.lua")
 common.install()
 
-local targets, i, stride
-
-function init(args)
-  targets = common.load_targets()
-  i = thread_index or 1
-  stride = tonumber(os.getenv("BENCH_THREADS") or "1")
-end
-
 function request()
-  local t = targets[(i - 1) % #targets + 1]
+  local t, n = common.next_target()
   local body = string.format('{"instrument":"pain-nrs","value":%d,"recorded_at":"%s"}',
-    i % 11, common.now())
-  i = i + stride
+    n % 11, common.now())
   return wrk.format("POST", "/api/v1/patients/" .. t.id .. "/observations",
     { ["Authorization"] = "Bearer " .. t.token, ["Content-Type"] = "application/json" }, body)
 end
