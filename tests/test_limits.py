@@ -281,6 +281,33 @@ async def test_a_query_cancelled_by_the_statement_timeout_is_a_503_problem(
     assert await audit_rows(engine, response.headers["x-request-id"]) == 1
 
 
+@pytest.mark.postgres_only
+async def test_a_connection_the_database_dropped_is_a_503_and_the_next_request_works(
+    settings: Settings, engine: AsyncEngine, issue_token: Issue
+) -> None:
+    """No pre-ping round trip on every checkout: a dead pooled connection fails one request
+    with a retryable 503, and the pool is renewed for the next."""
+    token = await issue_token("clinician")
+    async with (
+        running(settings, db_pool_size=1, db_max_overflow=0) as app,
+        client_of(app, token) as c,
+    ):
+        patient = await create_patient(c)
+        async with app.state.engine.connect() as conn:  # the pool's only connection
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with engine.connect() as admin:  # a restart or failover, as the pool sees it
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        dropped = await c.get(f"{API}/patients/{patient['id']}")
+        again = await c.get(f"{API}/patients/{patient['id']}")
+
+    problem = assert_problem(dropped, 503)
+    assert problem["type"].endswith("database-unavailable")
+    assert dropped.headers["retry-after"] == "1"
+    assert again.status_code == 200
+    assert await audit_rows(engine, dropped.headers["x-request-id"]) == 1
+
+
 class _Cancelled(Exception):
     sqlstate = "57014"  # what asyncpg (through SQLAlchemy) reports for a cancelled statement
 

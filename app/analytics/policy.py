@@ -7,8 +7,9 @@ parameters (``PolicyParams``), so a clinic can run its own version without code 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,17 +61,30 @@ class PolicyParams(BaseModel):
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(
-            responder_pct=self.responder_pct,
-            partial_pct=self.partial_pct,
-            window_days_before_start=self.window_days_before_start,
-            current_of_last=self.current_of_last,
+        return _thresholds(
+            self.responder_pct,
+            self.partial_pct,
+            self.window_days_before_start,
+            self.current_of_last,
         )
 
     def step_down(self, current: float) -> float | None:
         """The next allowed frequency below ``current`` (3 → 2 → 1), if any."""
         lower = [f for f in self.frequencies if f < current]
         return max(lower) if lower else None
+
+
+# Asked for once per trend on the write path; a policy's few values give few distinct ones.
+@lru_cache(maxsize=64, typed=True)
+def _thresholds(
+    responder_pct: float, partial_pct: float, window_days_before_start: int, current_of_last: int
+) -> Thresholds:
+    return Thresholds(
+        responder_pct=responder_pct,
+        partial_pct=partial_pct,
+        window_days_before_start=window_days_before_start,
+        current_of_last=current_of_last,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +122,18 @@ class Recommendation:
     apply: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Context:
+    """One evaluation's inputs, with what several rules read worked out once."""
+
     params: PolicyParams
     course: CourseState
     trend: InstrumentTrend | None
     instrument: Instrument | None
     now: datetime
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return self.trend.status if self.trend else "insufficient-data"
-
-    @property
-    def days_since_change(self) -> float:
-        return (self.now - self.course.last_change_effective).total_seconds() / 86400.0
+    status: str
+    days_since_change: float
+    evidence: dict[str, Any]
 
 
 Rule = Callable[[_Context], Recommendation | None]
@@ -137,9 +147,10 @@ def evaluate(
     now: datetime,
 ) -> Recommendation:
     """The first rule that fires decides."""
-    ctx = _Context(
-        params, course, trend, instrument, now, _evidence(course, trend, instrument, now)
-    )
+    days = (now - course.last_change_effective).total_seconds() / 86400.0
+    status = trend.status if trend else "insufficient-data"
+    evidence = _evidence(course, trend, instrument, days)
+    ctx = _Context(params, course, trend, instrument, now, status, days, evidence)
     for rule in RULES:
         result = rule(ctx)
         if result is not None:
@@ -148,7 +159,10 @@ def evaluate(
 
 
 def _evidence(
-    course: CourseState, trend: InstrumentTrend | None, instrument: Instrument | None, now: datetime
+    course: CourseState,
+    trend: InstrumentTrend | None,
+    instrument: Instrument | None,
+    days_since_change: float,
 ) -> dict[str, Any]:
     evidence: dict[str, Any] = {
         "course_status": course.status,
@@ -156,9 +170,7 @@ def _evidence(
         "sessions_done": course.sessions_done,
         "max_sessions": course.max_sessions,
         "last_change_source": course.last_change_source,
-        "days_since_last_change": round(
-            (now - course.last_change_effective).total_seconds() / 86400, 2
-        ),
+        "days_since_last_change": round(days_since_change, 2),
         "latest_session_adverse_events": list(course.latest_session_adverse_events),
         "primary_instrument": instrument.code if instrument else None,
     }
@@ -224,6 +236,9 @@ def _as_dict(rec: Recommendation) -> dict[str, Any]:
 _UNIT_WORDS = {"{score}": "points", "mm": "mm", "%": "points", "cm": "cm", "deg": "°"}
 
 
+# Rationales format the same few numbers over and over (frequencies, MCIDs, scores on small
+# scales), so their strings are kept; the bound caps what continuous values can add.
+@lru_cache(maxsize=1024)
 def _n(value: float | None) -> str:
     if value is None:
         return "n/a"

@@ -6,15 +6,59 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, ScalarSelect, Uuid, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Row,
+    ScalarSelect,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.core.db import new_id, table_of
 from app.courses.models import Course, FrequencyChange
 from app.observations.models import Observation
+from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCourse:
+    """The columns of a course that its trends and its policy read, as a plain value: the
+    write path reads them with Core (no ORM object to build, track or flush)."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    start_date: date
+    policy: str
+    status: str
+    adjustment: str
+    sessions_per_week: float
+    sessions_done: int
+    max_sessions: int | None
+
+
+_POLICY_COLUMNS = (
+    Course.id,
+    Course.patient_id,
+    Course.start_date,
+    Course.policy,
+    Course.status,
+    Course.adjustment,
+    Course.sessions_per_week,
+    Course.sessions_done,
+    Course.max_sessions,
+)
+_COURSES = table_of(Course)
+_FREQUENCY_CHANGES = table_of(FrequencyChange)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,42 +75,43 @@ class AnalyticsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def active_courses(self, patient_id: uuid.UUID) -> list[tuple[Course, CourseFacts]]:
-        """The patient's active courses with their policy facts, in one round trip."""
-        stmt = (
-            select(Course, *_facts_of(Course.id))
-            .where(Course.patient_id == patient_id, Course.status == "active")
-            .order_by(Course.start_date.desc(), Course.created_at.desc())
-        )
-        return [(row[0], _facts(row[1:])) for row in (await self.session.execute(stmt)).all()]
+    async def policy_courses(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+    ) -> list[tuple[PolicyCourse, CourseFacts]]:
+        """The patient's active courses (or the one named) with their policy facts, in one
+        round trip."""
+        if course_id is None:
+            result = await self.session.execute(_ACTIVE_COURSES, {"patient_id": patient_id})
+        else:
+            params = {"patient_id": patient_id, "course_id": course_id}
+            result = await self.session.execute(_NAMED_COURSE, params)
+        return [_course_and_facts(row) for row in result.all()]
 
-    async def course_for_trends(self, patient_id: uuid.UUID) -> Course | None:
-        """The patient's active course, else the latest one."""
-        stmt = (
-            select(Course)
-            .where(Course.patient_id == patient_id)
-            .order_by(
-                (Course.status == "active").desc(),
-                Course.start_date.desc(),
-                Course.created_at.desc(),
-            )
-            .limit(1)
-        )
-        return await self.session.scalar(stmt)
+    async def course_for_trends(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
+    ) -> tuple[PolicyCourse, CourseFacts] | None:
+        """The course named (if it is the patient's), else the patient's active course, else
+        the latest one, with its policy facts: one round trip."""
+        if course_id is None:
+            result = await self.session.execute(_TRENDS_COURSE, {"patient_id": patient_id})
+        else:
+            params = {"patient_id": patient_id, "course_id": course_id}
+            result = await self.session.execute(_NAMED_COURSE, params)
+        row = result.first()
+        return _course_and_facts(row) if row is not None else None
+
+    async def patient_exists(self, patient_id: uuid.UUID) -> bool:
+        return (await self.session.scalar(_PATIENT_EXISTS, {"patient_id": patient_id})) is not None
 
     async def facts(self, course_id: uuid.UUID) -> CourseFacts:
-        row = (await self.session.execute(select(*_facts_of(literal(course_id, Uuid))))).one()
-        return _facts(row)
+        return _facts((await self.session.execute(_FACTS, {"course_id": course_id})).one())
 
     async def values_since(
-        self, patient_id: uuid.UUID, since: datetime, instrument: str | None = None
+        self, patient_id: uuid.UUID, since: datetime
     ) -> Sequence[Row[str, datetime, float]]:
-        stmt = select(Observation.instrument, Observation.recorded_at, Observation.value).where(
-            Observation.patient_id == patient_id, Observation.recorded_at >= since
-        )
-        if instrument is not None:
-            stmt = stmt.where(Observation.instrument == instrument)
-        return (await self.session.execute(stmt.order_by(Observation.recorded_at))).all()
+        """(instrument, recorded_at, value) of the patient from ``since``, oldest first."""
+        params = {"patient_id": patient_id, "since": since}
+        return (await self.session.execute(_VALUES_SINCE, params)).all()
 
     async def cohort_courses(
         self,
@@ -105,9 +150,26 @@ class AnalyticsRepository:
         ).where(Observation.patient_id.in_(patient_ids), Observation.recorded_at >= since)
         return (await self.session.execute(stmt)).all()
 
-    async def add_change(self, change: FrequencyChange) -> None:
-        self.session.add(change)
-        await self.session.flush()
+    async def change_frequency(
+        self, course: PolicyCourse, change: dict[str, Any], now: datetime
+    ) -> bool:
+        """Apply a policy change unless the course moved on meanwhile: the UPDATE only matches
+        the frequency the policy saw, so of two concurrent recordings that both decide the same
+        step, one applies it and the other finds nothing to do (one history row, not two)."""
+        params = {
+            "course_id": course.id,
+            "seen": course.sessions_per_week,
+            "sessions_per_week": change["sessions_per_week"],
+            "phase": change["phase"],
+            "updated_at": now,
+        }
+        result = await self.session.execute(_CHANGE_FREQUENCY, params)
+        if cast("CursorResult[Any]", result).rowcount != 1:
+            return False
+        await self.session.execute(
+            _ADD_CHANGE, {"id": new_id(), "course_id": course.id, "changed_at": now, **change}
+        )
+        return True
 
 
 def _facts_of(
@@ -146,3 +208,46 @@ def _facts(row: Sequence[Any]) -> CourseFacts:
         first_session_at=first_session_at,
         latest_adverse_events=tuple(events or ()),
     )
+
+
+def _course_and_facts(row: Sequence[Any]) -> tuple[PolicyCourse, CourseFacts]:
+    split = len(_POLICY_COLUMNS)
+    return PolicyCourse(*row[:split]), _facts(row[split:])
+
+
+# The statements of the recording and trend paths, built once: constructing a select with its
+# four correlated subqueries costs more CPU (~0.6 ms) than executing it.
+_COURSES_WITH_FACTS = select(*_POLICY_COLUMNS, *_facts_of(Course.id)).where(
+    Course.patient_id == bindparam("patient_id")
+)
+_ACTIVE_COURSES = _COURSES_WITH_FACTS.where(Course.status == "active").order_by(
+    Course.start_date.desc(), Course.created_at.desc()
+)
+_NAMED_COURSE = _COURSES_WITH_FACTS.where(Course.id == bindparam("course_id"))
+_TRENDS_COURSE = _COURSES_WITH_FACTS.order_by(
+    (Course.status == "active").desc(), Course.start_date.desc(), Course.created_at.desc()
+).limit(1)
+_FACTS = select(*_facts_of(bindparam("course_id", type_=Uuid)))
+_PATIENT_EXISTS = select(Patient.id).where(Patient.id == bindparam("patient_id"))
+_VALUES_SINCE = (
+    select(Observation.instrument, Observation.recorded_at, Observation.value)
+    .where(
+        Observation.patient_id == bindparam("patient_id"),
+        Observation.recorded_at >= bindparam("since"),
+    )
+    .order_by(Observation.recorded_at)
+)
+_CHANGE_FREQUENCY = (
+    update(_COURSES)
+    .where(
+        _COURSES.c.id == bindparam("course_id"),
+        _COURSES.c.status == "active",
+        _COURSES.c.sessions_per_week == bindparam("seen"),
+    )
+    .values(
+        sessions_per_week=bindparam("sessions_per_week"),
+        phase=bindparam("phase"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_ADD_CHANGE = insert(_FREQUENCY_CHANGES)

@@ -16,7 +16,6 @@ from app.core.db import SessionDep, utcnow
 from app.core.schemas import IsoDate
 from app.courses.schemas import Technique
 from app.observations.schemas import InstrumentCode
-from app.patients.dependencies import PatientDep
 
 router = APIRouter(tags=["analytics"])
 
@@ -30,7 +29,7 @@ ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
 
 @router.get("/patients/{patient_id}/trends", response_model=TrendsRead)
 async def patient_trends(
-    patient: PatientDep,
+    patient_id: uuid.UUID,
     service: ServiceDep,
     course_id: Annotated[
         uuid.UUID | None, Query(description="Default: the active course, else the latest.")
@@ -38,14 +37,14 @@ async def patient_trends(
     instrument: Annotated[InstrumentCode | None, Query(description="Only this instrument.")] = None,
 ) -> TrendsRead:
     """Each instrument's response trend within a course (definitions in ANALYTICS.md)."""
-    course, analysis = await service.trends(patient.id, course_id)
-    if course is None or analysis is None:
+    analysis = await service.trends(patient_id, course_id)
+    if analysis is None:
         return TrendsRead(
-            patient_id=patient.id, course_id=None, status="insufficient-data", instruments=[]
+            patient_id=patient_id, course_id=None, status="insufficient-data", instruments=[]
         )
     return TrendsRead(
-        patient_id=patient.id,
-        course_id=course.id,
+        patient_id=patient_id,
+        course_id=analysis.course.id,
         status=analysis.status,  # the primary instrument's, whatever `instrument` selects
         instruments=InstrumentTrendRead.of(analysis, instrument),
     )

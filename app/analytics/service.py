@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +15,7 @@ from app.analytics.cohort import CohortSummary, outcome, summarise, weekly_impro
 from app.analytics.errors import UnknownPolicy
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
 from app.analytics.registry import policies
-from app.analytics.repository import AnalyticsRepository, CourseFacts
+from app.analytics.repository import AnalyticsRepository, CourseFacts, PolicyCourse
 from app.analytics.trends import (
     InstrumentTrend,
     Point,
@@ -24,15 +25,39 @@ from app.analytics.trends import (
     window_start,
 )
 from app.core.db import utcnow
-from app.courses.models import Course, FrequencyChange
+from app.courses.errors import CourseNotFound
 from app.courses.schedule import phase_for
 from app.courses.service import CourseService
 from app.observations.catalogue import BY_CODE, CATALOGUE
+from app.patients.errors import PatientNotFound
+
+
+class CourseView(Protocol):
+    """What trends and the policy read of a course: an ORM ``Course`` or a ``PolicyCourse``."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def patient_id(self) -> uuid.UUID: ...
+    @property
+    def start_date(self) -> date: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def adjustment(self) -> str: ...
+    @property
+    def sessions_per_week(self) -> float: ...
+    @property
+    def sessions_done(self) -> int: ...
+    @property
+    def max_sessions(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CourseAnalysis:
-    course: Course
+    course: CourseView
     trends: dict[str, InstrumentTrend]  # in catalogue order, instruments with values only
     primary: str | None
     recommendation: Recommendation
@@ -44,7 +69,7 @@ class CourseAnalysis:
 
 
 def course_trends(
-    course: Course,
+    course: CourseView,
     points: dict[str, list[Point]],
     first_session_at: datetime | None,
     now: datetime,
@@ -82,14 +107,14 @@ class AnalyticsService:
         self.repo = AnalyticsRepository(session)
 
     @staticmethod
-    def policy_of(course: Course) -> PolicyParams:
+    def policy_of(course: CourseView) -> PolicyParams:
         params = policies().get(course.policy)
         if params is None:
             raise UnknownPolicy(f"The course's policy {course.policy!r} is not installed.")
         return params
 
     async def analyse(
-        self, course: Course, now: datetime, facts: CourseFacts | None = None
+        self, course: CourseView, now: datetime, facts: CourseFacts | None = None
     ) -> CourseAnalysis:
         """Trends of every instrument with values in the course window, and the policy's say."""
         params = self.policy_of(course)
@@ -97,58 +122,57 @@ class AnalyticsService:
             facts = await self.repo.facts(course.id)
         since = window_start(course.start_date, params.thresholds)
         points = _group(await self.repo.values_since(course.patient_id, since))
-        trends = course_trends(course, points, facts.first_session_at, now, params)
-        primary = _primary(trends)
-        rec = evaluate(
-            params,
-            _state(course, facts),
-            trends.get(primary) if primary else None,
-            BY_CODE[primary] if primary else None,
-            now,
-        )
-        return CourseAnalysis(course, trends, primary, rec)
+        return _analysis(course, facts, points, now, params)
 
-    async def after_recording(self, patient_id: uuid.UUID, course: Course | None = None) -> None:
-        """Run the policy once for the course(s) that new data concerns, in this transaction.
+    async def after_recording(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+    ) -> None:
+        """Run the policy once for the course(s) that new data concerns, in this transaction:
+        two queries (the courses with their facts, the values), then pure functions.
 
         A session names its course; an observation concerns the patient's active courses.
         """
+        courses = await self.repo.policy_courses(patient_id, course_id)
+        if not courses:
+            return
         now = utcnow()
-        if course is not None:
-            courses = [(course, await self.repo.facts(course.id))]
-        else:
-            courses = await self.repo.active_courses(patient_id)
-        for each, facts in courses:
-            analysis = await self.analyse(each, now, facts=facts)
-            if analysis.recommendation.apply:
-                await self._apply(each, analysis.recommendation, now)
+        since = min(window_start(c.start_date, self.policy_of(c).thresholds) for c, _ in courses)
+        # One read for every course: each trend keeps the values of its own window.
+        points = _group(await self.repo.values_since(patient_id, since))
+        for course, facts in courses:
+            rec = _analysis(course, facts, points, now, self.policy_of(course)).recommendation
+            if rec.apply:
+                await self._apply(course, rec, now)
 
-    async def _apply(self, course: Course, rec: Recommendation, now: datetime) -> None:
-        course.sessions_per_week = rec.recommended_sessions_per_week
-        course.phase = phase_for(rec.recommended_sessions_per_week)
-        await self.repo.add_change(
-            FrequencyChange(
-                course_id=course.id,
-                sessions_per_week=course.sessions_per_week,
-                phase=course.phase,
-                changed_at=now,
-                source="policy",
-                rule=rec.rule,
-                reason=rec.rationale,
-            )
-        )
+    async def _apply(self, course: PolicyCourse, rec: Recommendation, now: datetime) -> None:
+        frequency = rec.recommended_sessions_per_week
+        change = {
+            "sessions_per_week": frequency,
+            "phase": phase_for(frequency),
+            "source": "policy",
+            "rule": rec.rule,
+            "reason": rec.rationale,
+        }
+        await self.repo.change_frequency(course, change, now)
 
     async def trends(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None
-    ) -> tuple[Course | None, CourseAnalysis | None]:
-        course: Course | None
-        if course_id is not None:
-            course = await CourseService(self.session).get_for_patient(patient_id, course_id)
-        else:
-            course = await self.repo.course_for_trends(patient_id)
-        if course is None:
-            return None, None
-        return course, await self.analyse(course, utcnow())
+    ) -> CourseAnalysis | None:
+        """The analysis of the course asked for (default: the active course, else the latest);
+        None when the patient has no course. 404 for an unknown patient or another's course.
+
+        Two queries in the common case (the course with its facts, the values): the patient
+        is only looked up when no course answers, to tell "no course" from "no patient".
+        """
+        found = await self.repo.course_for_trends(patient_id, course_id)
+        if found is None:
+            if not await self.repo.patient_exists(patient_id):
+                raise PatientNotFound(patient_id)
+            if course_id is not None:
+                raise CourseNotFound(course_id)
+            return None
+        course, facts = found
+        return await self.analyse(course, utcnow(), facts)
 
     async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
         course = await CourseService(self.session).get(course_id)
@@ -191,7 +215,26 @@ class AnalyticsService:
         return summarise(outcomes)
 
 
-def _state(course: Course, facts: CourseFacts) -> CourseState:
+def _analysis(
+    course: CourseView,
+    facts: CourseFacts,
+    points: dict[str, list[Point]],
+    now: datetime,
+    params: PolicyParams,
+) -> CourseAnalysis:
+    trends = course_trends(course, points, facts.first_session_at, now, params)
+    primary = _primary(trends)
+    rec = evaluate(
+        params,
+        _state(course, facts),
+        trends.get(primary) if primary else None,
+        BY_CODE[primary] if primary else None,
+        now,
+    )
+    return CourseAnalysis(course, trends, primary, rec)
+
+
+def _state(course: CourseView, facts: CourseFacts) -> CourseState:
     return CourseState(
         status=course.status,
         adjustment=course.adjustment,

@@ -6,14 +6,15 @@ result; fewer than 3 values give ``insufficient-data`` with nulls, never an exce
 
 from __future__ import annotations
 
+import math
 import statistics
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from operator import attrgetter
 from typing import Literal
-
-import numpy as np
 
 from app.analytics.stats import MannKendall, trend_statistics
 from app.observations.catalogue import Instrument
@@ -62,8 +63,14 @@ class InstrumentTrend:
 
 def window_start(start_date: date, thresholds: Thresholds) -> datetime:
     """Values count from this many days before the course's start date (UTC midnight)."""
-    first_day = start_date - timedelta(days=thresholds.window_days_before_start)
-    return datetime.combine(first_day, time.min, tzinfo=UTC)
+    return _window_start(start_date, thresholds.window_days_before_start)
+
+
+# A course's trends are recomputed on every write with the same start date: the datetime
+# arithmetic is a fair share of a whole evaluation's time at tens of values.
+@lru_cache(maxsize=1024)
+def _window_start(start_date: date, days_before: int) -> datetime:
+    return datetime.combine(start_date - timedelta(days=days_before), time.min, tzinfo=UTC)
 
 
 _recorded_at = attrgetter("recorded_at")
@@ -73,8 +80,21 @@ def in_window(
     points: Sequence[Point], start_date: date, now: datetime, thresholds: Thresholds
 ) -> list[Point]:
     """The values a course's trend uses, oldest first: from the window start until ``now``."""
-    since = window_start(start_date, thresholds)
-    return sorted((p for p in points if since <= p.recorded_at <= now), key=_recorded_at)
+    return _window(points, window_start(start_date, thresholds), now)[0]
+
+
+def _window(
+    points: Sequence[Point], since: datetime, now: datetime
+) -> tuple[list[Point], list[datetime]]:
+    """The points recorded from ``since`` until ``now``, oldest first, and their times."""
+    times = [p.recorded_at for p in points]
+    # Points usually come in time order (the query's ORDER BY): then the window is a slice.
+    # Timsort confirms an ordered list in one pass of comparisons, quicker than a Python loop.
+    if times == sorted(times):
+        lo, hi = bisect_left(times, since), bisect_right(times, now)
+        return list(points[lo:hi]), times[lo:hi]
+    series = sorted((p for p in points if since <= p.recorded_at <= now), key=_recorded_at)
+    return series, [p.recorded_at for p in series]
 
 
 def instrument_trend(
@@ -87,51 +107,70 @@ def instrument_trend(
     thresholds: Thresholds = Thresholds(),
 ) -> InstrumentTrend:
     """The trend of ``points`` (any order) of ``instrument`` in a course from ``start_date``."""
-    series = in_window(points, start_date, now, thresholds)
+    series, times = _window(points, window_start(start_date, thresholds), now)
     n = len(series)
-    last_value = series[-1].value if series else None
-    last_recorded_at = series[-1].recorded_at if series else None
-    empty = InstrumentTrend(
-        instrument=instrument.code, n=n, baseline=None, current=None,
-        last_value=last_value, last_recorded_at=last_recorded_at,
-        improvement_abs=None, improvement_pct=None, slope_per_week=None, slope_ci=None,
-        mann_kendall=None, mcid_reached=False, status="insufficient-data",
-    )  # fmt: skip
     if n < 3:
-        return empty
+        return _no_response(instrument, series)
 
-    before, after = split_baseline(series, first_session_at)
-    values = np.fromiter((p.value for p in series), dtype=np.float64, count=n)
-    seconds = np.fromiter((p.recorded_at.timestamp() for p in series), dtype=np.float64, count=n)
-    weeks = (seconds - seconds[0]) / SECONDS_PER_WEEK
+    values = [p.value for p in series]
+    # The same floats as numpy's (seconds - seconds[0]) / SECONDS_PER_WEEK, without an array.
+    t0 = times[0].timestamp()
+    weeks = [(t - t0) / SECONDS_PER_WEEK for t in map(datetime.timestamp, times)]
     sen, mk = trend_statistics(weeks, values)
-    if not after:
-        return replace(
-            empty,
-            slope_per_week=sen.slope if sen else None,
-            slope_ci=(sen.low, sen.high) if sen else None,
-            mann_kendall=mk,
-        )
+    slope_per_week = sen.slope if sen else None
+    slope_ci = (sen.low, sen.high) if sen else None
+    split = _baseline_end(times, first_session_at)
+    if split == n:  # no session yet: nothing to compare with the baseline
+        return _no_response(instrument, series, slope_per_week, slope_ci, mk)
 
-    baseline = statistics.fmean(p.value for p in before)
-    current = statistics.median(p.value for p in after[-thresholds.current_of_last :])
+    baseline = math.fsum(values[:split]) / split  # statistics.fmean's arithmetic
+    current = statistics.median(values[split:][-thresholds.current_of_last :])
     improvement_abs, improvement_pct = improvement(instrument, baseline, current)
-    mcid_reached = improvement_abs >= instrument.mcid_abs
     return InstrumentTrend(
         instrument=instrument.code,
         n=n,
         baseline=baseline,
         current=current,
-        last_value=last_value,
-        last_recorded_at=last_recorded_at,
+        last_value=values[-1],
+        last_recorded_at=times[-1],
         improvement_abs=improvement_abs,
         improvement_pct=improvement_pct,
-        mcid_reached=mcid_reached,
+        mcid_reached=improvement_abs >= instrument.mcid_abs,
         status=classify(instrument, improvement_abs, improvement_pct, thresholds),
-        slope_per_week=sen.slope if sen else None,
-        slope_ci=(sen.low, sen.high) if sen else None,
+        slope_per_week=slope_per_week,
+        slope_ci=slope_ci,
         mann_kendall=mk,
     )
+
+
+def _no_response(
+    instrument: Instrument,
+    series: Sequence[Point],
+    slope_per_week: float | None = None,
+    slope_ci: tuple[float, float] | None = None,
+    mann_kendall: MannKendall | None = None,
+) -> InstrumentTrend:
+    """The trend of a series with no response to measure: too short, or no session yet."""
+    last = series[-1] if series else None
+    return InstrumentTrend(
+        instrument=instrument.code, n=len(series), baseline=None, current=None,
+        last_value=last.value if last else None,
+        last_recorded_at=last.recorded_at if last else None,
+        improvement_abs=None, improvement_pct=None, slope_per_week=slope_per_week,
+        slope_ci=slope_ci, mann_kendall=mann_kendall, mcid_reached=False,
+        status="insufficient-data",
+    )  # fmt: skip
+
+
+def _baseline_end(times: Sequence[datetime], first_session_at: datetime | None) -> int:
+    """How many of a time-ordered series' values are its baseline (``split_baseline``'s rule).
+
+    All of them without a session yet; else those before the first session, or the first value
+    if none is.
+    """
+    if first_session_at is None:
+        return len(times)
+    return bisect_left(times, first_session_at) or 1
 
 
 def split_baseline(
@@ -144,10 +183,8 @@ def split_baseline(
     """
     if first_session_at is None:
         return series, []
-    before = [p for p in series if p.recorded_at < first_session_at]
-    if not before:
-        return series[:1], series[1:]
-    return before, [p for p in series if p.recorded_at >= first_session_at]
+    split = _baseline_end([p.recorded_at for p in series], first_session_at)
+    return series[:split], series[split:]
 
 
 def improvement(

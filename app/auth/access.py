@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.audit.service import audit_request
 from app.auth.errors import Forbidden, Unauthenticated
@@ -16,6 +16,8 @@ from app.core.db import SessionDep
 from app.core.errors import NotFound
 from app.core.telemetry import route_template
 from app.courses.models import Course
+
+_COURSE_PATIENT = select(Course.patient_id).where(Course.id == bindparam("course_id"))
 
 
 def bearer_token(request: Request) -> str:
@@ -54,8 +56,7 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
         # Looked up for authenticated callers only: anonymous ones drive no queries.
         course_id = _uuid_or_none(params.get("course_id"))
         if course_id is not None:
-            stmt = select(Course.patient_id).where(Course.id == course_id)
-            record.patient_id = await session.scalar(stmt)
+            record.patient_id = await session.scalar(_COURSE_PATIENT, {"course_id": course_id})
     if principal.role not in rule.roles:
         raise Forbidden(f"The {principal.role} role may not do this.")
     if (

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.errors import TokenNotFound, Unauthenticated
@@ -63,6 +63,12 @@ class TokenCache:
     def forget(self, token_id: uuid.UUID) -> None:
         for digest in [d for d, (_, p) in self._entries.items() if p.token_id == token_id]:
             del self._entries[digest]
+
+
+# Built once: this query runs on every request the cache misses.
+_RESOLVE = select(ApiToken.id, ApiToken.role, ApiToken.patient_id, ApiToken.expires_at).where(
+    ApiToken.token_hash == bindparam("digest"), ApiToken.revoked_at.is_(None)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +133,7 @@ class TokenService:
         digest = token_hash(token)
         principal = self.cache.get(digest) if self.cache is not None else None
         if principal is None:
-            row = (
-                await self.session.execute(
-                    select(
-                        ApiToken.id, ApiToken.role, ApiToken.patient_id, ApiToken.expires_at
-                    ).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
-                )
-            ).first()
+            row = (await self.session.execute(_RESOLVE, {"digest": digest})).first()
             if row is None:
                 raise Unauthenticated("The bearer token is not valid or has been revoked.")
             principal = Principal(row.id, row.role, row.patient_id, row.expires_at)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import DateTime, Dialect, MetaData, event
+from sqlalchemy import DateTime, Dialect, MetaData, Table, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
-from app.core.limits import QueryTimeout, is_query_timeout
+from app.core.limits import DatabaseUnavailable, QueryTimeout, is_query_timeout
 
 # Named constraints let migrations create, alter and drop them on every database.
 NAMING_CONVENTION = {
@@ -34,6 +34,11 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Table, for plain Core statements on hot paths (no ORM bookkeeping)."""
+    return cast(Table, model.__table__)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -90,7 +95,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: it is a round trip on every checkout. A connection found dead is
+        # invalidated (the whole pool with it, SQLAlchemy's default) and the request that met
+        # it answers 503 with Retry-After, so clients retry on fresh connections.
         connect_args=connect_args,
     )
 
@@ -155,6 +162,8 @@ async def get_session(request: Request, response: Response) -> AsyncIterator[Asy
         except DBAPIError as exc:
             if is_query_timeout(exc):  # statement_timeout: an overloaded database, not a bug
                 raise QueryTimeout("The database took too long to answer; retry later.") from exc
+            if exc.connection_invalidated:  # the database restarted or dropped the connection
+                raise DatabaseUnavailable("The database connection was lost; retry.") from exc
             raise
 
 

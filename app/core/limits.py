@@ -261,6 +261,13 @@ class QueryTimeout(AppError):
     headers = {"Retry-After": "1"}
 
 
+class DatabaseUnavailable(AppError):
+    status = 503
+    slug = "database-unavailable"
+    title = "Service unavailable"
+    headers = {"Retry-After": "1"}
+
+
 def is_query_timeout(exc: BaseException) -> bool:
     """A database error that is PostgreSQL cancelling a statement (``statement_timeout``)."""
     orig = getattr(exc, "orig", None)

@@ -39,9 +39,8 @@ class SessionService:
             course_id=course_id, patient_id=course.patient_id, number=number, **fields
         )
         await self.repo.add(treatment_session)
-        # The UPDATE above bypassed the identity map; reload the course for the policy.
-        await self.session.refresh(course)
-        await AnalyticsService(self.session).after_recording(course.patient_id, course)
+        # The policy reads the course afresh (the UPDATE above bypassed the identity map).
+        await AnalyticsService(self.session).after_recording(course.patient_id, course_id)
         return treatment_session
 
     async def page_for_course(

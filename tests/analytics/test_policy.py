@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
 from app.analytics.registry import BUILT_IN, PolicyFileError, load_policies, registry
-from app.analytics.trends import InstrumentTrend, Point, instrument_trend
+from app.analytics.trends import InstrumentTrend, Point, Thresholds, instrument_trend
 from app.observations.catalogue import BY_CODE
 
 STANDARD = registry()["standard-v1"]
@@ -519,6 +519,28 @@ def test_a_missing_parameter_is_rejected() -> None:
 def test_partial_pct_equal_to_responder_pct_is_allowed() -> None:
     params = PolicyParams.model_validate(standard_fields(partial_pct=50))
     assert params.partial_pct == params.responder_pct == 50
+
+
+def test_thresholds_are_the_policy_s_own() -> None:
+    assert STANDARD.thresholds == Thresholds(
+        responder_pct=50, partial_pct=30, window_days_before_start=14, current_of_last=3
+    )
+    other = PolicyParams.model_validate(
+        standard_fields(responder_pct=40, window_days_before_start=7, current_of_last=2)
+    )
+    assert other.thresholds == Thresholds(
+        responder_pct=40, partial_pct=30, window_days_before_start=7, current_of_last=2
+    )
+    assert STANDARD.thresholds.responder_pct == 50  # kept apart from the other policy's
+
+
+def test_rationale_numbers_are_formatted_the_same_every_time() -> None:
+    """Whole numbers without decimals, others to one; ints and floats alike (cached)."""
+    for _ in range(2):
+        rec = decide(course(sessions_per_week=2.5, last_change_source="policy"), WORSENING)
+        assert "from 2.5 to 3 sessions a week" in rec.rationale
+        rec = decide(course(sessions_per_week=3.0), RESPONDER)
+        assert "from 3 to 2 a week" in rec.rationale
 
 
 def test_policy_params_are_immutable() -> None:

@@ -8,6 +8,7 @@ one evaluation happens. Days are "days ago", measured on the server's real clock
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -667,6 +668,35 @@ async def test_a_replayed_observation_does_not_evaluate_again(
     await record_one(client, case, 4)
     assert evaluations == ["keep", "response-step-down"]
     await assert_frequency(client, case, 1, "maintenance")
+
+
+async def test_concurrent_recordings_apply_a_step_down_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, evaluations: list[str]
+) -> None:
+    case = await scenario(client, engine, values=RESPONDER)
+    await backdate(engine, case, "policy", moment(SEVEN_DAYS + timedelta(seconds=5)))
+    evaluations.clear()
+    url = f"{API}/patients/{case.patient_id}/observations"
+
+    # Both requests see 2 a week and decide the same step (on PostgreSQL they overlap; SQLite
+    # runs them one after the other).
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                url, json={"instrument": "pain-nrs", "value": 4, "recorded_at": ago(seconds=s)}
+            )
+            for s in (1, 2)
+        )
+    )
+
+    assert [r.status_code for r in responses] == [201, 201]
+    await assert_frequency(client, case, 1, "maintenance")
+    rows = await history(client, case)
+    assert [(r["source"], r["sessions_per_week"]) for r in rows] == [
+        ("initial", 3),
+        ("policy", 2),
+        ("policy", 1),
+    ]
 
 
 async def test_a_batch_of_replays_only_does_not_evaluate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 
 import numpy as np
 import pymannkendall
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from app.analytics.stats import mann_kendall, theil_sen, trend_statistics
+from app.analytics.stats import _tie_term, mann_kendall, theil_sen, trend_statistics
 
 TOLERANCE = 1e-9
 
@@ -107,3 +108,28 @@ def test_combined_trend_statistics_match_the_references(
     ref_mk = pymannkendall.original_test(values)
     assert _close(mk.tau, float(ref_mk.Tau))
     assert _close(mk.p, float(ref_mk.p))
+
+
+@settings(max_examples=300, deadline=None)
+@given(timed_series())
+def test_trend_statistics_of_lists_match_those_of_arrays(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The trend path passes plain lists (the cheaper input): same numbers, bit for bit."""
+    weeks, values = data
+    assert trend_statistics(weeks.tolist(), values.tolist()) == trend_statistics(weeks, values)
+    # Whole scores arrive as ints as often as floats.
+    as_ints = [int(v) if v.is_integer() else v for v in values.tolist()]
+    assert trend_statistics(weeks.tolist(), as_ints) == trend_statistics(weeks, values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -0.0, 1.0, 2.5, 3.0, math.inf, math.nan]), max_size=40))
+def test_tie_term_matches_counting_the_groups(values: list[float]) -> None:
+    expected = sum(t * (t - 1) * (2 * t + 5) for t in Counter(values).values() if t > 1)
+    assert _tie_term(values) == expected
+
+
+def test_x_and_y_of_different_lengths_are_rejected() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        trend_statistics([0.0, 1.0, 2.0], [1.0, 2.0])

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.analytics.trends import Point, Thresholds, instrument_trend, primary_instrument
+from app.analytics.trends import (
+    Point,
+    Thresholds,
+    in_window,
+    instrument_trend,
+    primary_instrument,
+    split_baseline,
+)
 from app.observations.catalogue import BY_CODE
 
 START = date(2026, 3, 2)
@@ -170,3 +181,64 @@ def test_primary_instrument_prefers_nrs_then_vas_then_first() -> None:
     assert primary_instrument(["odi", "pain-vas"]) == "pain-vas"
     assert primary_instrument(["schober", "odi"]) == "schober"
     assert primary_instrument([]) is None
+
+
+# --- points in time order take a faster path: it must give the same trend -----------------------
+
+WINDOW_START = datetime(2026, 2, 16, tzinfo=UTC)  # START minus the default 14 days
+
+
+@st.composite
+def course_points(draw: st.DrawFn) -> list[Point]:
+    """Points in time order around the course window, with repeated times."""
+    gaps = draw(st.lists(st.integers(0, 3 * 24 * 60), min_size=0, max_size=40))
+    values = draw(st.lists(st.integers(0, 10), min_size=len(gaps), max_size=len(gaps)))
+    first = WINDOW_START - timedelta(days=draw(st.integers(0, 5)))
+    times = [first + timedelta(minutes=m) for m in itertools.accumulate(gaps)]
+    return [Point(t, float(v)) for t, v in zip(times, values, strict=True)]
+
+
+def _reference_window(points: list[Point]) -> list[Point]:
+    """The window as it is defined: filter, then a stable sort by time."""
+    return sorted(
+        (p for p in points if WINDOW_START <= p.recorded_at <= NOW), key=lambda p: p.recorded_at
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(course_points(), st.randoms(use_true_random=False))
+def test_points_in_time_order_give_the_same_trend_as_in_any_order(
+    points: list[Point], rng: random.Random
+) -> None:
+    in_order = trend("pain-nrs", points)
+    # A point before the window, last: out of order, and the window sorts back the same way
+    # (equal times keep their order).
+    out_of_order = [*points, Point(WINDOW_START - timedelta(days=9), 10)]
+    assert trend("pain-nrs", out_of_order) == in_order
+    assert trend("pain-nrs", tuple(points)) == in_order  # type: ignore[arg-type]
+    assert in_window(points, START, NOW, Thresholds()) == _reference_window(points)
+    assert in_window(out_of_order, START, NOW, Thresholds()) == _reference_window(points)
+    distinct = list({p.recorded_at: p for p in points}.values())
+    shuffled = rng.sample(distinct, len(distinct))
+    assert trend("pain-nrs", shuffled) == trend("pain-nrs", distinct)
+
+
+def test_the_window_includes_both_ends() -> None:
+    at_start = Point(WINDOW_START, 8)
+    at_now = Point(NOW, 3)
+    points = [Point(WINDOW_START - timedelta(microseconds=1), 10), at_start, *pts((1, 6), (2, 5))]
+    points += [at_now, Point(NOW + timedelta(microseconds=1), 0)]
+    assert in_window(points, START, NOW, Thresholds()) == [at_start, *pts((1, 6), (2, 5)), at_now]
+    result = trend("pain-nrs", points)
+    assert (result.n, result.baseline, result.last_value) == (4, 8, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(course_points(), st.integers(-3 * 24 * 60, 40 * 24 * 60))
+def test_split_baseline_follows_its_rule(points: list[Point], minutes: int) -> None:
+    first_session_at = WINDOW_START + timedelta(minutes=minutes)
+    before = [p for p in points if p.recorded_at < first_session_at]
+    after = [p for p in points if p.recorded_at >= first_session_at]
+    expected = (before, after) if before else (points[:1], points[1:])
+    assert split_baseline(points, first_session_at) == expected
+    assert split_baseline(points, None) == (points, [])
