@@ -9,7 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.observations.models import Observation
 from tests.factories import (
     API,
     ago,
@@ -24,6 +27,11 @@ from tests.support import assert_problem, walk_pages
 
 def _url(patient_id: str) -> str:
     return f"{API}/patients/{patient_id}/observations"
+
+
+async def _count_observations(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(Observation))).scalar_one())
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -100,10 +108,31 @@ async def test_two_minutes_in_the_future_is_accepted(
 
 
 async def test_unknown_patient_is_404_problem_and_writes_nothing(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    response = await client.post(_url(str(uuid.uuid4())), json=_body())
-    assert_problem(response, 404)
+    unknown = str(uuid.uuid4())
+    response = await client.post(_url(unknown), json=_body())
+    problem = assert_problem(response, 404)
+    assert unknown in problem["detail"]
+    assert await _count_observations(engine) == 0
+
+
+async def test_unknown_patient_is_404_before_any_other_reference_error(
+    client: httpx.AsyncClient, patient: dict[str, Any], engine: AsyncEngine
+) -> None:
+    """The patient is checked by the INSERT's foreign key; a request that fails earlier (a bad
+    course reference, a replayed id) still answers 404 for an unknown patient."""
+    stored = await client.post(_url(patient["id"]), json=_body(id=str(uuid.uuid4())))
+    assert stored.status_code == 201
+    unknown = _url(str(uuid.uuid4()))
+
+    with_course = await client.post(unknown, json=_body(course_id=str(uuid.uuid4())))
+    with_session = await client.post(unknown, json=_body(session_id=str(uuid.uuid4())))
+    replayed = await client.post(unknown, json=_body(id=stored.json()["id"]))
+
+    for response in (with_course, with_session, replayed):
+        assert_problem(response, 404)
+    assert await _count_observations(engine) == 1
 
 
 @pytest.mark.parametrize(

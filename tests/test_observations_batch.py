@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine.interfaces import CacheStats
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.observations.catalogue import CATALOGUE
 from tests.factories import API, ago, create_course, create_patient, create_session
 from tests.support import assert_problem
 
@@ -253,3 +259,212 @@ async def test_batch_for_unknown_patient_is_404(client: httpx.AsyncClient) -> No
         f"{_url(str(uuid.uuid4()))}/batch", json={"observations": [_item()]}
     )
     assert_problem(response, 404)
+
+
+# --- Storage: every field exactly, ids new, repeated or clashing, nulls, one cached INSERT ----
+
+
+_ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+_NOTES = ["", "NULL", 'a "quote", a \\ backslash', "{braces, commas}", "ünïcødé ✓\nline 2"]
+
+
+def _full_item(i: int, course_id: str, session_id: str) -> dict[str, Any]:
+    """Item ``i`` of a batch that exercises every column: fractional values, microseconds and
+    offsets, references, and each optional field both set and null."""
+    instrument = CATALOGUE[i % len(CATALOGUE)]
+    # Fractional values are no short decimals: any rounding on the way would show.
+    value = i % int(instrument.max + 1) if instrument.integer else (i * 3.14159) % instrument.max
+    base = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC) - timedelta(minutes=i)
+    recorded_at = (base + timedelta(microseconds=i)).astimezone(_ZONES[i % len(_ZONES)])
+    return {
+        "id": str(uuid.uuid4()),
+        "instrument": instrument.code,
+        "value": value,
+        "recorded_at": recorded_at.isoformat(),
+        "course_id": course_id if i % 3 == 0 else None,
+        "session_id": session_id if i % 5 == 0 else None,
+        "context": (None, "rest", "movement", "night", "morning")[i % 5],
+        "source": (None, "patient", "clinician", "device")[i % 4],
+        "note": ([None, *_NOTES, "x" * 2000])[i % 7],
+    }
+
+
+def _assert_stored_as_sent(stored: dict[str, Any], item: dict[str, Any], patient_id: str) -> None:
+    assert stored["patient_id"] == patient_id
+    assert datetime.fromisoformat(stored["recorded_at"]) == datetime.fromisoformat(
+        item["recorded_at"]
+    )
+    assert stored["value"] == item["value"]  # the same float, bit for bit
+    for name in ("id", "instrument", "course_id", "session_id", "context", "source", "note"):
+        assert stored[name] == item.get(name), name
+
+
+async def test_five_hundred_items_round_trip_every_field_exactly(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    course = await create_course(client, patient["id"])
+    session = await create_session(client, course["id"])
+    items = [_full_item(i, course["id"], session["id"]) for i in range(500)]
+    before = datetime.now(UTC)
+    results = await _batch(client, patient["id"], items)
+    after = datetime.now(UTC)
+    assert [(r["index"], r["id"], r["status"]) for r in results] == [
+        (i, item["id"], "created") for i, item in enumerate(items)
+    ]
+
+    stored = {o["id"]: o for o in await _stored(client, patient["id"])}
+    assert len(stored) == 500
+    for item in items:
+        _assert_stored_as_sent(stored[item["id"]], item, patient["id"])
+    # One receipt time for the whole batch, taken while it was being handled.
+    received = {o["received_at"] for o in stored.values()}
+    assert len(received) == 1
+    assert before <= datetime.fromisoformat(received.pop()) <= after
+
+    # The stored rows compare equal to what was sent: a replay is all duplicates.
+    again = await _batch(client, patient["id"], items)
+    assert {r["status"] for r in again} == {"duplicate"}
+
+
+async def test_new_repeated_and_clashing_ids_in_one_large_batch(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    course = await create_course(client, patient["id"])
+    session = await create_session(client, course["id"])
+    earlier = [_full_item(i, course["id"], session["id"]) for i in range(60)]
+    await _batch(client, patient["id"], earlier)
+
+    def changed(item: dict[str, Any], k: int) -> dict[str, Any]:
+        """The same id with one field changed, however slightly."""
+        recorded_at = datetime.fromisoformat(item["recorded_at"]) + timedelta(microseconds=1)
+        changes: list[dict[str, Any]] = [
+            {"recorded_at": recorded_at.isoformat()},
+            {"note": "changed" if item["note"] is None else None},
+            {"context": "night" if item["context"] != "night" else "rest"},
+            {"course_id": None if item["course_id"] else course["id"]},
+            {"value": 0 if item["value"] != 0 else 1},
+        ]
+        return item | changes[k % len(changes)]
+
+    new_with_ids = [_full_item(i, course["id"], session["id"]) for i in range(60, 160)]
+    new_without_ids = [_item(value=i % 11, recorded_at=ago(minutes=i + 1)) for i in range(40)]
+    items: list[dict[str, Any]] = []
+    expected: list[str] = []
+    for k, item in enumerate(earlier):
+        items.append(changed(item, k) if k % 3 == 0 else item)
+        expected.append("rejected" if k % 3 == 0 else "duplicate")
+    for k, item in enumerate(new_with_ids):
+        items.append(item)
+        expected.append("created")
+        if k % 10 == 0:  # repeated in the batch: a copy, then a clash
+            items += [dict(item), item | {"source": "device" if item["source"] is None else None}]
+            expected += ["duplicate", "rejected"]
+    items += new_without_ids
+    expected += ["created"] * len(new_without_ids)
+
+    results = await _batch(client, patient["id"], items)
+    assert [r["status"] for r in results] == expected
+    for item, result in zip(items, results, strict=True):
+        if "id" in item:
+            assert result["id"] == item["id"]
+        if result["status"] == "rejected":
+            assert result["errors"] == [
+                {"loc": ["id"], "msg": "an observation with this id already exists with "
+                 "different content"}
+            ]  # fmt: skip
+        else:
+            assert "errors" not in result
+
+    stored = {o["id"]: o for o in await _stored(client, patient["id"])}
+    assert len(stored) == 60 + 100 + 40
+    for item in earlier + new_with_ids:  # the clashing posts changed nothing
+        _assert_stored_as_sent(stored[item["id"]], item, patient["id"])
+    created = {r["id"] for r in results if r["status"] == "created"}
+    assert len(created) == 140
+    assert created <= stored.keys()
+
+
+async def test_nulls_are_stored_as_nulls_and_compared_as_such(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    nullable = ("course_id", "session_id", "context", "source", "note")
+    course = await create_course(client, patient["id"])
+    all_null = [
+        _item(id=str(uuid.uuid4()), value=1) | dict.fromkeys(nullable),  # explicit nulls
+        _item(id=str(uuid.uuid4()), value=2),  # left out
+    ]
+    some_null = [
+        _item(id=str(uuid.uuid4()), value=3, context="rest", note=""),  # "" is not null
+        _item(id=str(uuid.uuid4()), value=4, course_id=course["id"], note=None),
+    ]
+    for items in (all_null, some_null):
+        assert {r["status"] for r in await _batch(client, patient["id"], items)} == {"created"}
+
+    stored = {o["id"]: o for o in await _stored(client, patient["id"])}
+    for item in all_null + some_null:
+        for name in nullable:
+            assert stored[item["id"]][name] == item.get(name), name
+    # Replays match the stored nulls; "" and null differ.
+    replays = [*all_null, *some_null, some_null[0] | {"note": None}, some_null[1] | {"note": ""}]
+    results = await _batch(client, patient["id"], replays)
+    assert [r["status"] for r in results] == ["duplicate"] * 4 + ["rejected"] * 2
+
+
+async def test_concurrent_batches_of_the_same_ids_store_each_once(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    items = [_item(id=str(uuid.uuid4()), value=i % 11) for i in range(30)]
+    responses = await asyncio.gather(
+        *(
+            client.post(f"{_url(patient['id'])}/batch", json={"observations": items})
+            for _ in range(5)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+    for index in range(len(items)):
+        statuses = sorted(r.json()["results"][index]["status"] for r in responses)
+        assert statuses == ["created"] + ["duplicate"] * 4
+    assert len(await _stored(client, patient["id"])) == 30
+
+
+async def test_the_insert_is_compiled_once_whatever_the_batch_size(
+    client: httpx.AsyncClient, patient: dict[str, Any], engine: AsyncEngine
+) -> None:
+    await _batch(client, patient["id"], [_item(), _item()])  # compiled (once per process)
+    inserts: list[tuple[str, CacheStats]] = []
+
+    def capture(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+    ) -> None:
+        if statement.startswith("INSERT INTO observations"):
+            inserts.append((statement, context.cache_hit))
+
+    event.listen(engine.sync_engine, "after_cursor_execute", capture)
+    try:
+        for size in (1, 7, 100):
+            items = [_item(value=i % 11, recorded_at=ago(minutes=i + 1)) for i in range(size)]
+            assert {r["status"] for r in await _batch(client, patient["id"], items)} == {"created"}
+    finally:
+        event.remove(engine.sync_engine, "after_cursor_execute", capture)
+
+    assert inserts
+    assert {hit for _, hit in inserts} == {CacheStats.CACHE_HIT}
+    if engine.dialect.name == "postgresql":  # one statement, the same SQL for every size
+        assert len(inserts) == 3
+        assert len({statement for statement, _ in inserts}) == 1
+    assert len(await _stored(client, patient["id"])) == 2 + 1 + 7 + 100
+
+
+async def test_concurrent_batches_of_the_same_ids_in_other_orders_do_not_deadlock(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    for _ in range(6):  # a deadlock needs the inserts to overlap: a few tries
+        items = [_item(id=str(uuid.uuid4()), value=i % 11) for i in range(500)]
+        orders = [items, items[::-1], items[::2] + items[1::2], items[1::2][::-1] + items[::2]]
+        responses = await asyncio.gather(
+            *(client.post(f"{_url(patient['id'])}/batch", json={"observations": o}) for o in orders)
+        )
+        assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+        results = [r for response in responses for r in response.json()["results"]]
+        created = sorted(r["id"] for r in results if r["status"] == "created")
+        assert created == sorted(item["id"] for item in items)  # each once, by one of them

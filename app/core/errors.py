@@ -208,3 +208,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _with_hooks(_validation_error))
     app.add_exception_handler(StarletteHTTPException, _with_hooks(_http_error))
     app.add_exception_handler(Exception, _with_hooks(_unhandled))
+
+
+FOREIGN_KEY_VIOLATION = "23503"  # PostgreSQL's SQLSTATE
+
+
+def is_foreign_key_violation(exc: BaseException) -> bool:
+    """An IntegrityError that is a foreign key naming a row that does not exist."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == FOREIGN_KEY_VIOLATION:  # asyncpg
+        return True
+    # sqlite3: the extended error name (Python 3.11+), else the message.
+    name = getattr(orig, "sqlite_errorname", None)
+    return name == "SQLITE_CONSTRAINT_FOREIGNKEY" or "FOREIGN KEY constraint failed" in str(orig)

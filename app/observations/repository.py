@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, select
+from sqlalchemy import Insert, Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import paginate
 from app.courses.models import Course
+from app.observations import bulk
 from app.observations.models import Observation
 from app.treatment_sessions.models import TreatmentSession
 
@@ -19,46 +20,60 @@ class ObservationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _insert_unless_id_exists(self, rows: list[dict[str, Any]]) -> Insert:
-        """One INSERT of ``rows`` that skips a row whose id is already stored.
+    async def insert_one(self, row: dict[str, Any]) -> Row[Any] | None:
+        """The stored observation (every column), or None when its id was already taken.
 
         The primary key decides, inside the database: two concurrent posts of one client id
         cannot both insert, and neither fails (the loser sees the winner's row afterwards).
         """
+        stmt = _INSERT_ONE[self.session.get_bind().dialect.name]
+        return (await self.session.execute(stmt, row)).first()
+
+    async def insert_many(
+        self,
+        patient_id: uuid.UUID,
+        received_at: datetime,
+        items: Sequence[Mapping[str, Any]],
+    ) -> set[uuid.UUID]:
+        """Store the patient's ``items`` (each with every column of ``bulk.ITEM_COLUMNS``)
+        unless their id is already stored; the ids that were new (and are now stored).
+
+        Whatever the number of items, the SQL is the same: SQLAlchemy compiles it once, and
+        asyncpg prepares it once per connection (app/observations/bulk.py). As with
+        ``insert_one``, the primary key decides, inside the database.
+        """
+        if not items:
+            return set()
         dialect = self.session.get_bind().dialect.name
         if dialect == "postgresql":
-            return (
-                postgresql.insert(Observation)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
+            # INSERT … SELECT … FROM unnest(…): one array per column. Rows are inserted (and
+            # their ids locked) in id order, so two batches sharing ids in different orders
+            # wait for each other instead of deadlocking.
+            items = sorted(items, key=lambda item: item["id"].int)
+            params: dict[str, Any] = {"patient_id": patient_id, "received_at": received_at}
+            for name in bulk.ITEM_COLUMNS:
+                column = [item[name] for item in items]
+                # A column NULL in every item (often context, note…) goes as one NULL.
+                params[name] = None if all(v is None for v in column) else column
+            return set((await self.session.scalars(bulk.insert_unnest(), params)).all())
         if dialect == "sqlite":
-            return (
-                sqlite.insert(Observation)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-        raise NotImplementedError(f"no insert-or-skip for {dialect}")
+            # One row's INSERT for every item (SQLAlchemy's insertmanyvalues: a few multi-row
+            # statements, each RETURNING the ids it stored).
+            batch = {"patient_id": patient_id, "received_at": received_at}
+            result = await self.session.execute(bulk.insert_row(), [{**i, **batch} for i in items])
+            return set(result.scalars().all())
+        raise NotImplementedError(f"no bulk insert-or-skip for {dialect}")
 
-    async def insert_one(self, row: dict[str, Any]) -> Observation | None:
-        """The stored observation, or None when its id was already taken."""
-        stmt = self._insert_unless_id_exists([row]).returning(Observation)
-        return (await self.session.scalars(stmt)).one_or_none()
+    async def get(self, observation_id: uuid.UUID) -> Row[Any] | None:
+        return (await self.session.execute(_GET, {"id": observation_id})).first()
 
-    async def insert_many(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-        """Insert ``rows`` in one statement; the ids that were new (and are now stored)."""
-        if not rows:
-            return set()
-        stmt = self._insert_unless_id_exists(rows).returning(Observation.id)
-        return set((await self.session.scalars(stmt)).all())
-
-    async def get(self, observation_id: uuid.UUID) -> Observation | None:
-        return await self.session.get(Observation, observation_id)
-
-    async def get_many(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Observation]:
+    async def get_many(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+        """The stored rows (every column, by attribute) of those of ``ids`` that exist."""
         if not ids:
             return {}
-        rows = await self.session.scalars(select(Observation).where(Observation.id.in_(ids)))
+        dialect = self.session.get_bind().dialect.name
+        stmt = bulk.select_by_ids(dialect)
+        rows = await self.session.execute(stmt, {"ids": list(ids)})
         return {row.id: row for row in rows}
 
     async def course_ids_of_patient(
@@ -104,3 +119,16 @@ class ObservationRepository:
         return await paginate(
             self.session, stmt, [Observation.recorded_at, Observation.id], limit, cursor
         )
+
+
+# One observation's statements, built once (they run on every POST): a single-row INSERT that
+# skips a stored id, per dialect (the SQL is the same; the ON CONFLICT construct is not).
+_INSERT_ONE: dict[str, Insert] = {
+    "postgresql": postgresql.insert(bulk.TABLE)
+    .on_conflict_do_nothing(index_elements=[bulk.TABLE.c.id])
+    .returning(*bulk.TABLE.c),
+    "sqlite": sqlite.insert(bulk.TABLE)
+    .on_conflict_do_nothing(index_elements=[bulk.TABLE.c.id])
+    .returning(*bulk.TABLE.c),
+}
+_GET = select(bulk.TABLE).where(bulk.TABLE.c.id == bindparam("id"))

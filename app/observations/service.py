@@ -7,22 +7,29 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.service import AnalyticsService
 from app.core.db import new_id, utcnow
-from app.core.errors import Unprocessable, field_error, validation_errors
+from app.core.errors import (
+    Unprocessable,
+    field_error,
+    is_foreign_key_violation,
+    validation_errors,
+)
 from app.observations.catalogue import CATALOGUE, Instrument
 from app.observations.errors import InvalidReference, ObservationIdConflict
 from app.observations.models import Observation
 from app.observations.repository import ObservationRepository
 from app.observations.schemas import (
-    BatchItemError,
-    BatchItemResult,
     BatchResult,
     BatchStatus,
     ObservationCreate,
 )
+from app.patients.errors import PatientNotFound
+from app.patients.service import PatientService
 
 # What a client sends; two posts of one id are the same observation when these agree.
 CONTENT_FIELDS = (
@@ -43,7 +50,8 @@ def list_instruments() -> Sequence[Instrument]:
     return CATALOGUE
 
 
-def _same_content(stored: Observation, patient_id: uuid.UUID, data: ObservationCreate) -> bool:
+def _same_content(stored: Row[Any], patient_id: uuid.UUID, data: ObservationCreate) -> bool:
+    """Whether a stored row is what the client sent (so a replay, not a clash of ids)."""
     return stored.patient_id == patient_id and all(
         getattr(stored, name) == getattr(data, name) for name in CONTENT_FIELDS
     )
@@ -59,7 +67,7 @@ def _client_id(item: Any) -> uuid.UUID | None:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outcome:
     """The result of one batch item, settled step by step."""
 
@@ -73,18 +81,19 @@ class _Outcome:
         self.status = "rejected"
         self.errors = errors
 
-    def result(self) -> BatchItemResult:
+    def result(self) -> dict[str, Any]:
+        """This item's entry of the response, as plain data (BatchResult validates the whole
+        response once)."""
         if self.copy_of is not None and self.copy_of.status == "rejected":
             # An identical copy shares the fate of the item it repeats.
             self.reject(self.copy_of.errors)
         if self.status == "rejected":
-            errors = [BatchItemError.model_validate(e) for e in self.errors]
-            return BatchItemResult(index=self.index, id=self.id, status="rejected", errors=errors)
-        # `errors` left unset, so the response omits it.
-        return BatchItemResult(index=self.index, id=self.id, status=self.status)
+            return {"index": self.index, "id": self.id, "status": "rejected", "errors": self.errors}
+        # `errors` left out, so the response omits it.
+        return {"index": self.index, "id": self.id, "status": self.status}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     """A valid batch item that is still on its way to being stored."""
 
@@ -98,22 +107,29 @@ class ObservationService:
         self.session = session
         self.repo = ObservationRepository(session)
 
-    async def record(
-        self, patient_id: uuid.UUID, data: ObservationCreate
-    ) -> tuple[Observation, bool]:
+    async def record(self, patient_id: uuid.UUID, data: ObservationCreate) -> tuple[Row[Any], bool]:
         """Store one observation of an existing patient: (the stored row, whether it is new).
 
         A replayed client id with the same content returns the stored row; with different
         content (or another patient's) it is a conflict.
+
+        The common case is three statements: the INSERT, then the policy's two reads. The
+        patient's existence is the INSERT's foreign key, not a look-up of its own.
         """
         await self._check_references(patient_id, data)
         row = self._row(patient_id, data, utcnow())
-        stored = await self.repo.insert_one(row)
+        try:
+            stored = await self.repo.insert_one(row)
+        except IntegrityError as exc:
+            if is_foreign_key_violation(exc):  # the one reference not checked beforehand
+                raise PatientNotFound(patient_id) from exc
+            raise
         if stored is not None:
             await AnalyticsService(self.session).after_recording(patient_id)
             return stored, True
         existing = await self.repo.get(row["id"])
         if existing is None or not _same_content(existing, patient_id, data):
+            await self._require_patient(patient_id)  # an unknown patient is a 404, not a 409
             raise ObservationIdConflict()
         return existing, False
 
@@ -123,9 +139,8 @@ class ObservationService:
         candidates = await self._without_foreign_references(patient_id, candidates)
         candidates = self._without_repeated_ids(candidates)
 
-        received_at = utcnow()
-        rows = [self._row(patient_id, c.data, received_at, c.id) for c in candidates]
-        inserted = await self.repo.insert_many(rows)
+        items = [_batch_item(c) for c in candidates]
+        inserted = await self.repo.insert_many(patient_id, utcnow(), items)
         if inserted:  # one policy evaluation for the whole batch
             await AnalyticsService(self.session).after_recording(patient_id)
 
@@ -138,7 +153,7 @@ class ObservationService:
                 candidate.outcome.status = "duplicate"
             else:
                 candidate.outcome.reject([field_error(["id"], ObservationIdConflict.msg)])
-        return BatchResult(results=[o.result() for o in outcomes])
+        return BatchResult.model_validate({"results": [o.result() for o in outcomes]})
 
     async def page(
         self,
@@ -180,12 +195,19 @@ class ObservationService:
         if data.course_id is not None:
             found = await self.repo.course_ids_of_patient(patient_id, {data.course_id})
             if not found:
+                await self._require_patient(patient_id)
                 raise InvalidReference("course_id", InvalidReference.COURSE_MSG)
         if data.session_id is not None:
             sessions = await self.repo.session_courses_of_patient(patient_id, {data.session_id})
             error = _session_error(sessions, data)
             if error is not None:
+                await self._require_patient(patient_id)
                 raise InvalidReference("session_id", error)
+
+    async def _require_patient(self, patient_id: uuid.UUID) -> None:
+        """A 404 for an unknown patient, asked only when something else failed first."""
+        if await PatientService(self.session).repo.get(patient_id) is None:
+            raise PatientNotFound(patient_id)
 
     @staticmethod
     def _parse(items: list[Any]) -> tuple[list[_Outcome], list[_Candidate]]:
@@ -254,3 +276,20 @@ def _session_error(sessions: dict[uuid.UUID, uuid.UUID], data: ObservationCreate
     if data.course_id is not None and data.course_id != course_id:
         return InvalidReference.SESSION_COURSE_MSG
     return None
+
+
+def _batch_item(candidate: _Candidate) -> dict[str, Any]:
+    """The columns a batch item brings to its row (the repository adds the patient and the
+    receipt time): ``_row`` without a model_dump per item."""
+    data = candidate.data
+    return {
+        "id": candidate.id,
+        "instrument": data.instrument,
+        "value": data.value,
+        "recorded_at": data.recorded_at,
+        "course_id": data.course_id,
+        "session_id": data.session_id,
+        "context": data.context,
+        "source": data.source,
+        "note": data.note,
+    }
