@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import re
 from collections.abc import AsyncIterator
@@ -137,6 +138,16 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return await response if inspect.isawaitable(response) else response
 
 
+def _tune_garbage_collector() -> None:
+    """What is loaded by start-up (modules, routes, models, policies) lives as long as the
+    process: frozen, the collector stops re-scanning it on every collection; and a larger
+    first generation collects less often under load (-5 to -15% CPU a request, bench/README).
+    Reference cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -147,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
             async with purging_in_background(
