@@ -21,7 +21,7 @@ from app.auth.access import authorize
 from app.auth.router import router as tokens_router
 from app.auth.service import TokenCache
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.telemetry import TelemetryMiddleware
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).

@@ -116,6 +116,8 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") == READS:
+            return  # a read request: each statement on its own, no lock held between them
         # IMMEDIATE takes the write lock up front: two deferred transactions that both read
         # and then write would otherwise fail with "database is locked" instead of waiting.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -124,6 +126,19 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # Objects stay readable after commit: responses are serialised after the session commits.
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+# Read requests (GET, HEAD) run their statements without an explicit transaction. Under READ
+# COMMITTED, PostgreSQL's default, every statement already sees its own snapshot, so a
+# transaction around reads only cost a BEGIN and a COMMIT round trip; the read's one write,
+# its audit row, is a single INSERT that commits by itself. On SQLite a read then no longer
+# takes the write lock (BEGIN IMMEDIATE) either.
+READS = "AUTOCOMMIT"
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    reads = engine.execution_options(isolation_level=READS)
+    return async_sessionmaker(reads, expire_on_commit=False, autoflush=False)
 
 
 CommitHook = Callable[[AsyncSession, int], Awaitable[None]]
@@ -146,8 +161,12 @@ def _success_status(request: Request, response: Response) -> int:
 
 
 async def get_session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:
-    """One session per request; it commits once, after the endpoint returns, or rolls back."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    """One session per request; it commits once, after the endpoint returns, or rolls back.
+    A read request's session runs each statement on its own (``READS``)."""
+    reading = request.method in ("GET", "HEAD")
+    sessionmaker: async_sessionmaker[AsyncSession] = (
+        request.app.state.read_sessionmaker if reading else request.app.state.sessionmaker
+    )
     async with sessionmaker() as session:
         try:
             try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -148,3 +148,31 @@ async def test_creating_a_patient_is_audited_under_the_new_patient(
         "patient",
         patient["id"],
     )
+
+
+async def test_a_read_runs_without_a_transaction_and_its_audit_row_commits_by_itself(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """GET requests skip BEGIN/COMMIT (each statement sees its own snapshot, as under READ
+    COMMITTED anyway); writes keep their one transaction."""
+    patient = await create_patient(client)
+    levels: list[str | None] = []
+
+    def on_begin(conn: Connection) -> None:
+        levels.append(conn.get_execution_options().get("isolation_level"))
+
+    event.listen(engine.sync_engine, "begin", on_begin)
+    try:
+        read = await client.get(f"{API}/patients/{patient['id']}")
+        read_levels, levels[:] = list(levels), []
+        write = await client.patch(f"{API}/patients/{patient['id']}", json={"sex": "female"})
+    finally:
+        event.remove(engine.sync_engine, "begin", on_begin)
+
+    assert (read.status_code, write.status_code) == (200, 200)
+    assert read_levels
+    assert set(read_levels) == {"AUTOCOMMIT"}
+    assert levels
+    assert "AUTOCOMMIT" not in levels
+    rows = await audit_of(admin, patient["id"])
+    assert [(r["action"], r["status"]) for r in rows][-2:] == [("read", 200), ("update", 200)]
