@@ -5,6 +5,7 @@ Each HTTP figure is a ratio against a limit measured in the same run (bench/READ
     db_insert_limit   raw single-row INSERTs (asyncpg, 32 connections) and COPY of 100-row batches
     ingest_single     POST /patients/{id}/observations, 32 connections   ≥ 0.20 × INSERT limit,
                                                                          p99 ≤ 100 ms, 0 errors
+    stack_floor       the same POSTs to FastAPI + one raw INSERT (bench/floor_app.py): a reference
     ingest_batch      100-observation batches                            ≥ 0.50 × COPY-100 rate
     trends_read       GET /patients/{id}/trends against GET /healthz     ≥ 0.30 × healthz,
                       at 10k and (--scale large) 1M observations         p50(1M) ≤ 1.2 × p50(10k)
@@ -270,6 +271,33 @@ def writes(
     return result
 
 
+def stack_floor(
+    run: Run, url: str, targets: Path, prefix: str, limit: Callable[[bool], db_limit.Rate]
+) -> dict[str, Any]:
+    """The cheapest write this stack can serve (bench/floor_app.py: the same body model and
+    uvicorn, one raw INSERT, nothing else) against the same limit, in alternating rounds: how
+    much of ingest_single's distance to the limit is the framework itself. A reference, not a
+    target."""
+    env = {"BENCH_FLOOR_DSN": databases.asyncpg_dsn(url)}
+    app = "bench.floor_app:create_app"
+    with serve(url, workers=run.args.workers, env=env, app=app) as floor:
+        _warm(run, floor, targets, ("ingest_single",))
+        limits: list[db_limit.Rate] = []
+        loads: list[Load] = []
+        for _ in range(run.args.rounds):
+            limits.append(limit(False))
+            loads.append(run.load(floor, "ingest_single", targets))
+            asyncio.run(db_limit.empty_postgres(url))
+    ratio = _median([x.per_s / db.rows_per_s for x, db in zip(loads, limits, strict=True)])
+    summary = _summary(loads)
+    summary["ratio_to_limit"] = round(ratio, 4)
+    run.say(
+        f"{prefix} stack_floor: {summary['per_s']:,.0f} req/s, {_ms(summary)} = {ratio:.2f} × "
+        "db_insert_limit (reference: FastAPI + uvicorn + one raw INSERT, no service)"
+    )
+    return summary
+
+
 # --- The two databases ------------------------------------------------------------------------
 
 
@@ -364,6 +392,7 @@ def postgres_suite(run: Run) -> dict[str, Any]:
         result["writes"] = writes(
             run, server, base.targets, prefix, limit, batch_limit="copy_100", p99_target=True
         )
+        result["stack_floor"] = stack_floor(run, write_url, base.targets, prefix, limit)
         asyncio.run(db_limit.empty_postgres(write_url, drop=True))
     return result
 
@@ -517,7 +546,8 @@ def history_row(report: dict[str, Any]) -> str:
         f"{report['scale']}, {report['rounds']}×{report['seconds']:g} s, load {load[0]:g}",
         num(pg("writes", "insert_single", "rows_per_s"), ",.0f"),
         f"{num(single.get('per_s'), ',.0f')} ({num(single.get('ratio_to_limit'), '.2f')}×, "
-        f"p99 {num(single.get('p99_ms'), '.0f')} ms, {single.get('errors', '—')} err)",
+        f"p99 {num(single.get('p99_ms'), '.0f')} ms, {single.get('errors', '—')} err; "
+        f"stack floor {num(pg('stack_floor', 'ratio_to_limit'), '.2f')}×)",
         f"{num(batch.get('observations_per_s'), ',.0f')} / {num(copy_rate, ',.0f')}"
         f" ({num(batch.get('ratio_to_limit'), '.2f')}×)",
         f"{num(small.get('ratio_to_healthz'), '.2f')}× (p50 {num(trends_p50, '.1f')} ms)",

@@ -72,17 +72,24 @@ def serve(
     workers: int = 1,
     migrate: bool = True,
     env: dict[str, str] | None = None,
+    app: str | None = None,
 ) -> Iterator[Server]:
-    """`outcomes serve` on a free loopback port until the block ends."""
+    """`outcomes serve` on a free loopback port until the block ends; or, with ``app``
+    (an ASGI app factory, e.g. ``bench.floor_app:create_app``), uvicorn serving that app the
+    same way (same loop, HTTP parser and workers)."""
     port = free_port()
     environment = os.environ | BENCH_ENV | {"OUTCOMES_DATABASE_URL": database_url} | (env or {})
-    args = ["serve", "--port", str(port), "--workers", str(workers)]
-    args.append("--migrate" if migrate else "--no-migrate")
+    if app is None:
+        args = ["app.cli", "serve", "--port", str(port), "--workers", str(workers)]
+        args.append("--migrate" if migrate else "--no-migrate")
+    else:
+        args = ["uvicorn", app, "--factory", "--port", str(port), "--workers", str(workers)]
+        args += ["--log-level", "warning", "--no-access-log"]
     # Output to a file, not a pipe: nobody reads a pipe during the run, and a full one blocks.
     log = Path(tempfile.mkstemp(prefix="outcomes-bench-", suffix=".log")[1])
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", *args],
             env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
