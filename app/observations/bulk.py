@@ -10,14 +10,13 @@ a new statement for every batch, built and compiled on every request (1,100 boun
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Insert,
     Select,
-    Table,
     Uuid,
     any_,
     bindparam,
@@ -26,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.core.db import table_of
 from app.courses.models import Course
 from app.observations.models import Observation
 from app.patients.models import Patient
@@ -34,7 +34,7 @@ from app.treatment_sessions.models import TreatmentSession
 # The foreign-key columns take their type from the tables they name, so those are loaded.
 _REFERENCED = (Patient, Course, TreatmentSession)
 
-TABLE = cast(Table, Observation.__table__)
+TABLE = table_of(Observation)
 COLUMNS: tuple[str, ...] = tuple(column.key for column in TABLE.columns)
 # A batch is one patient's, received at one moment: those two are bound once per statement.
 BATCH_COLUMNS = ("patient_id", "received_at")
