@@ -26,7 +26,6 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.core.db import new_id, table_of
 from app.courses.models import Course, FrequencyChange
 from app.observations.models import Observation
-from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
 
 
@@ -99,9 +98,6 @@ class AnalyticsRepository:
             result = await self.session.execute(_NAMED_COURSE, params)
         row = result.first()
         return _course_and_facts(row) if row is not None else None
-
-    async def patient_exists(self, patient_id: uuid.UUID) -> bool:
-        return (await self.session.scalar(_PATIENT_EXISTS, {"patient_id": patient_id})) is not None
 
     async def facts(self, course_id: uuid.UUID) -> CourseFacts:
         return _facts((await self.session.execute(_FACTS, {"course_id": course_id})).one())
@@ -228,7 +224,6 @@ _TRENDS_COURSE = _COURSES_WITH_FACTS.order_by(
     (Course.status == "active").desc(), Course.start_date.desc(), Course.created_at.desc()
 ).limit(1)
 _FACTS = select(*_facts_of(bindparam("course_id", type_=Uuid)))
-_PATIENT_EXISTS = select(Patient.id).where(Patient.id == bindparam("patient_id"))
 _VALUES_SINCE = (
     select(Observation.instrument, Observation.recorded_at, Observation.value)
     .where(

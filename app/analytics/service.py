@@ -29,7 +29,7 @@ from app.courses.errors import CourseNotFound
 from app.courses.schedule import phase_for
 from app.courses.service import CourseService
 from app.observations.catalogue import BY_CODE, CATALOGUE
-from app.patients.errors import PatientNotFound
+from app.patients.service import PatientService
 
 
 class CourseView(Protocol):
@@ -166,8 +166,7 @@ class AnalyticsService:
         """
         found = await self.repo.course_for_trends(patient_id, course_id)
         if found is None:
-            if not await self.repo.patient_exists(patient_id):
-                raise PatientNotFound(patient_id)
+            await PatientService(self.session).get(patient_id)  # 404 for an unknown patient
             if course_id is not None:
                 raise CourseNotFound(course_id)
             return None

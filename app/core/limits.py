@@ -254,18 +254,20 @@ class RateLimitMiddleware:
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
 
 
-class QueryTimeout(AppError):
+class ServiceUnavailable(AppError):
+    """The database cannot answer now; the same request may succeed a second later."""
+
     status = 503
+    title = "Service unavailable"
+    headers = {"Retry-After": "1"}
+
+
+class QueryTimeout(ServiceUnavailable):
     slug = "query-timeout"
-    title = "Service unavailable"
-    headers = {"Retry-After": "1"}
 
 
-class DatabaseUnavailable(AppError):
-    status = 503
+class DatabaseUnavailable(ServiceUnavailable):
     slug = "database-unavailable"
-    title = "Service unavailable"
-    headers = {"Retry-After": "1"}
 
 
 def is_query_timeout(exc: BaseException) -> bool:

@@ -129,7 +129,8 @@ class ObservationService:
             return stored, True
         existing = await self.repo.get(row["id"])
         if existing is None or not _same_content(existing, patient_id, data):
-            await self._require_patient(patient_id)  # an unknown patient is a 404, not a 409
+            # An unknown patient is a 404, not a 409.
+            await PatientService(self.session).get(patient_id)
             raise ObservationIdConflict()
         return existing, False
 
@@ -195,19 +196,14 @@ class ObservationService:
         if data.course_id is not None:
             found = await self.repo.course_ids_of_patient(patient_id, {data.course_id})
             if not found:
-                await self._require_patient(patient_id)
+                await PatientService(self.session).get(patient_id)  # a 404 first
                 raise InvalidReference("course_id", InvalidReference.COURSE_MSG)
         if data.session_id is not None:
             sessions = await self.repo.session_courses_of_patient(patient_id, {data.session_id})
             error = _session_error(sessions, data)
             if error is not None:
-                await self._require_patient(patient_id)
+                await PatientService(self.session).get(patient_id)  # a 404 first
                 raise InvalidReference("session_id", error)
-
-    async def _require_patient(self, patient_id: uuid.UUID) -> None:
-        """A 404 for an unknown patient, asked only when something else failed first."""
-        if await PatientService(self.session).repo.get(patient_id) is None:
-            raise PatientNotFound(patient_id)
 
     @staticmethod
     def _parse(items: list[Any]) -> tuple[list[_Outcome], list[_Candidate]]:
