@@ -20,6 +20,7 @@ from app.audit.router import router as audit_router
 from app.auth.access import authorize
 from app.auth.router import router as tokens_router
 from app.auth.service import TokenCache
+from app.core import pg
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_sessionmaker = create_read_sessionmaker(engine)
+        app.state.raw_pool = await pg.create_pool(settings)  # None on SQLite
         _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
@@ -167,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
+            if app.state.raw_pool is not None:
+                await app.state.raw_pool.close()
             await engine.dispose()
 
     app = FastAPI(

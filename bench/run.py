@@ -335,10 +335,7 @@ def postgres_suite(run: Run) -> dict[str, Any]:
     if args.observations:
         large = (LARGE_PATIENTS, args.observations)
     result: dict[str, Any] = {"workers": args.workers}
-    with (
-        databases.postgres_databases(args.postgres, keep=args.keep) as created,
-        ExitStack() as stack,
-    ):
+    with databases.postgres_databases(args.postgres, keep=args.keep) as created:
         base_name = databases.bench_database_name("base")
         url = databases.create_postgres(args.postgres, base_name)
         created.append(base_name)
@@ -360,25 +357,28 @@ def postgres_suite(run: Run) -> dict[str, Any]:
                 f"dataset (large): {counts['patients']:,} patients, "
                 f"{counts['observations']:,} observations (grown in {took:.0f} s)"
             )
-        servers = {
-            size: stack.enter_context(serve(db, workers=args.workers, migrate=False))
-            for size, db in urls.items()
-        }
-        for server in servers.values():
-            _warm(run, server, base.targets, ("healthz", "trends"))
-        result["plans"] = {
-            size: asyncio.run(_trends_plan(db, base.patient_ids[0])) for size, db in urls.items()
-        }
-        result["observations_mb"] = {
-            size: asyncio.run(_observations_mb(db)) for size, db in urls.items()
-        }
-        result["reads"] = reads(run, servers, base.targets, prefix)
+        # Each server holds up to 2 × (10 + 10 + 10) connections (SQLAlchemy's pool with its
+        # overflow, and the plain asyncpg pool): only the servers a phase measures run, so the
+        # limit's own 32 connections fit under PostgreSQL's default max_connections (100).
+        with ExitStack() as reading:
+            servers = {
+                size: reading.enter_context(serve(db, workers=args.workers, migrate=False))
+                for size, db in urls.items()
+            }
+            for server in servers.values():
+                _warm(run, server, base.targets, ("healthz", "trends"))
+            result["plans"] = {
+                size: asyncio.run(_trends_plan(db, base.patient_ids[0]))
+                for size, db in urls.items()
+            }
+            result["observations_mb"] = {
+                size: asyncio.run(_observations_mb(db)) for size, db in urls.items()
+            }
+            result["reads"] = reads(run, servers, base.targets, prefix)
         # Writes go to the largest table (the benchmark's own patients are in every one).
         size, write_url = list(urls.items())[-1]
         result["writes_at"] = size
-        server = servers[size]
         asyncio.run(db_limit.prepare_postgres(write_url))
-        _warm(run, server, base.targets, ("ingest_single",))
 
         def limit(batch: bool) -> db_limit.Rate:
             try:
@@ -389,9 +389,11 @@ def postgres_suite(run: Run) -> dict[str, Any]:
             finally:
                 asyncio.run(db_limit.empty_postgres(write_url))
 
-        result["writes"] = writes(
-            run, server, base.targets, prefix, limit, batch_limit="copy_100", p99_target=True
-        )
+        with serve(write_url, workers=args.workers, migrate=False) as server:
+            _warm(run, server, base.targets, ("ingest_single",))
+            result["writes"] = writes(
+                run, server, base.targets, prefix, limit, batch_limit="copy_100", p99_target=True
+            )
         result["stack_floor"] = stack_floor(run, write_url, base.targets, prefix, limit)
         asyncio.run(db_limit.empty_postgres(write_url, drop=True))
     return result

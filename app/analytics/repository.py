@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -58,6 +58,16 @@ _POLICY_COLUMNS = (
 )
 _COURSES = table_of(Course)
 _FREQUENCY_CHANGES = table_of(FrequencyChange)
+
+
+class FrequencyChangeValues(TypedDict):
+    """A policy's change to a course: the new frequency and its history row's values."""
+
+    sessions_per_week: float
+    phase: str
+    source: str
+    rule: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +157,7 @@ class AnalyticsRepository:
         return (await self.session.execute(stmt)).all()
 
     async def change_frequency(
-        self, course: PolicyCourse, change: dict[str, Any], now: datetime
+        self, course: PolicyCourse, change: FrequencyChangeValues, now: datetime
     ) -> bool:
         """Apply a policy change unless the course moved on meanwhile: the UPDATE only matches
         the frequency the policy saw, so of two concurrent recordings that both decide the same

@@ -15,7 +15,12 @@ from app.analytics.cohort import CohortSummary, outcome, summarise, weekly_impro
 from app.analytics.errors import UnknownPolicy
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
 from app.analytics.registry import policies
-from app.analytics.repository import AnalyticsRepository, CourseFacts, PolicyCourse
+from app.analytics.repository import (
+    AnalyticsRepository,
+    CourseFacts,
+    FrequencyChangeValues,
+    PolicyCourse,
+)
 from app.analytics.trends import (
     InstrumentTrend,
     Point,
@@ -94,7 +99,8 @@ def _primary(trends: dict[str, InstrumentTrend]) -> str | None:
     return primary_instrument([code for code, t in trends.items() if t.n > 0])
 
 
-def _group(rows: Iterable[tuple[str, datetime, float]]) -> dict[str, list[Point]]:
+def group_points(rows: Iterable[tuple[str, datetime, float]]) -> dict[str, list[Point]]:
+    """(instrument, recorded_at, value) rows as each instrument's points, in the rows' order."""
     grouped: dict[str, list[Point]] = defaultdict(list)
     for code, recorded_at, value in rows:
         grouped[code].append(Point(recorded_at, value))
@@ -121,7 +127,7 @@ class AnalyticsService:
         if facts is None:
             facts = await self.repo.facts(course.id)
         since = window_start(course.start_date, params.thresholds)
-        points = _group(await self.repo.values_since(course.patient_id, since))
+        points = group_points(await self.repo.values_since(course.patient_id, since))
         return _analysis(course, facts, points, now, params)
 
     async def after_recording(
@@ -138,22 +144,9 @@ class AnalyticsService:
         now = utcnow()
         since = min(window_start(c.start_date, self.policy_of(c).thresholds) for c, _ in courses)
         # One read for every course: each trend keeps the values of its own window.
-        points = _group(await self.repo.values_since(patient_id, since))
-        for course, facts in courses:
-            rec = _analysis(course, facts, points, now, self.policy_of(course)).recommendation
-            if rec.apply:
-                await self._apply(course, rec, now)
-
-    async def _apply(self, course: PolicyCourse, rec: Recommendation, now: datetime) -> None:
-        frequency = rec.recommended_sessions_per_week
-        change = {
-            "sessions_per_week": frequency,
-            "phase": phase_for(frequency),
-            "source": "policy",
-            "rule": rec.rule,
-            "reason": rec.rationale,
-        }
-        await self.repo.change_frequency(course, change, now)
+        points = group_points(await self.repo.values_since(patient_id, since))
+        for course, change in frequency_changes(courses, points, now):
+            await self.repo.change_frequency(course, change, now)
 
     async def trends(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None
@@ -199,7 +192,7 @@ class AnalyticsService:
         outcomes = []
         for course in courses:
             params = self.policy_of(course)
-            points = _group(by_patient[course.patient_id])
+            points = group_points(by_patient[course.patient_id])
             first = first_sessions.get(course.id)
             trends = course_trends(course, points, first, now, params)
             primary = _primary(trends)
@@ -212,6 +205,30 @@ class AnalyticsService:
             )  # fmt: skip
             outcomes.append(outcome(trends[primary], weekly))
         return summarise(outcomes)
+
+
+def frequency_changes(
+    courses: Iterable[tuple[PolicyCourse, CourseFacts]],
+    points: dict[str, list[Point]],
+    now: datetime,
+) -> list[tuple[PolicyCourse, FrequencyChangeValues]]:
+    """The change the policy makes to each course it would adjust, given the patient's values
+    (each course's trends keep the values of its own window)."""
+    changes = []
+    for course, facts in courses:
+        params = AnalyticsService.policy_of(course)
+        rec = _analysis(course, facts, points, now, params).recommendation
+        if rec.apply:
+            frequency = rec.recommended_sessions_per_week
+            change: FrequencyChangeValues = {
+                "sessions_per_week": frequency,
+                "phase": phase_for(frequency),
+                "source": "policy",
+                "rule": rec.rule,
+                "reason": rec.rationale,
+            }
+            changes.append((course, change))
+    return changes
 
 
 def _analysis(

@@ -18,7 +18,7 @@ from app.core.pagination import paginate
 _INSERT_EVENT = insert(table_of(AuditEvent))  # built once: it runs on every request
 
 
-def _event(record: AccessRecord, status: int, outcome: str) -> dict[str, object]:
+def audit_event(record: AccessRecord, status: int) -> dict[str, object]:
     """The row's values: a plain Core INSERT, no unit-of-work flush on every request."""
     principal = record.principal
     return dict(
@@ -30,7 +30,7 @@ def _event(record: AccessRecord, status: int, outcome: str) -> dict[str, object]
         resource_type=record.rule.resource,
         resource_id=record.resource_id,
         patient_id=record.patient_id,
-        outcome=outcome,
+        outcome=record.outcome,
         status=status,
         request_id=record.request_id,
     )
@@ -46,12 +46,15 @@ def audit_request(request: Request, record: AccessRecord) -> None:
         return
 
     async def on_success(session: AsyncSession, status: int) -> None:
-        await session.execute(_INSERT_EVENT, _event(record, status, record.outcome))
+        if not record.written:
+            await session.execute(_INSERT_EVENT, audit_event(record, status))
 
     async def on_failure(status: int) -> None:
+        if record.written:  # the write and its row committed before the request failed
+            return
         sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
         async with sessionmaker() as session, session.begin():
-            await session.execute(_INSERT_EVENT, _event(record, status, record.outcome))
+            await session.execute(_INSERT_EVENT, audit_event(record, status))
 
     before_commit(request, on_success)
     on_error(request, on_failure)

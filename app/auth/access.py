@@ -46,9 +46,8 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
         record.patient_id = _uuid_or_none(params.get("patient_id"))  # no query: known at once
     elif rule is not None and rule.scope == "patient-query":
         record.patient_id = _patient_query(request)
-    principal = await TokenService(session, request.app.state.token_cache).resolve(
-        bearer_token(request)
-    )
+    tokens = TokenService(session, request.app.state.token_cache, request.app.state.raw_pool)
+    principal = await tokens.resolve(bearer_token(request))
     record.principal = principal
     if rule is None:
         raise Forbidden("No access rule covers this route.")

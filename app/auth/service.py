@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.errors import TokenNotFound, Unauthenticated
 from app.auth.models import ApiToken
 from app.auth.tokens import new_token, token_hash
+from app.core import pg
 from app.core.db import utcnow
 from app.core.errors import Unprocessable
 from app.patients.service import PatientService
@@ -65,9 +68,14 @@ class TokenCache:
             del self._entries[digest]
 
 
-# Built once: this query runs on every request the cache misses.
+# Built once: this query runs on every request the cache misses; on PostgreSQL it runs on the
+# plain asyncpg pool (app/core/pg.py) as _RESOLVE_SQL, the same query written out.
 _RESOLVE = select(ApiToken.id, ApiToken.role, ApiToken.patient_id, ApiToken.expires_at).where(
     ApiToken.token_hash == bindparam("digest"), ApiToken.revoked_at.is_(None)
+)
+_RESOLVE_SQL = (
+    "SELECT id, role, patient_id, expires_at FROM api_tokens"
+    " WHERE token_hash = $1 AND revoked_at IS NULL"
 )
 
 
@@ -78,9 +86,12 @@ class IssuedToken:
 
 
 class TokenService:
-    def __init__(self, session: AsyncSession, cache: TokenCache | None = None) -> None:
+    def __init__(
+        self, session: AsyncSession, cache: TokenCache | None = None, pool: pg.Pool | None = None
+    ) -> None:
         self.session = session
         self.cache = cache
+        self.pool = pool  # PostgreSQL: look tokens up outside the request's session
 
     async def issue(
         self, role: str, patient_id: uuid.UUID | None = None, expires_in_days: float | None = None
@@ -133,15 +144,23 @@ class TokenService:
         digest = token_hash(token)
         principal = self.cache.get(digest) if self.cache is not None else None
         if principal is None:
-            row = (await self.session.execute(_RESOLVE, {"digest": digest})).first()
+            row = await self._lookup(digest)
             if row is None:
                 raise Unauthenticated("The bearer token is not valid or has been revoked.")
-            principal = Principal(row.id, row.role, row.patient_id, row.expires_at)
+            principal = Principal(*row)
             if self.cache is not None:
                 self.cache.put(digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
             raise Unauthenticated("The bearer token has expired.")
         return principal
+
+    async def _lookup(self, digest: str) -> Sequence[Any] | None:
+        """(id, role, patient_id, expires_at) of a valid token with this digest, or None."""
+        if self.pool is not None:
+            async with pg.connection(self.pool) as conn:
+                record = await conn.fetchrow(_RESOLVE_SQL, digest)
+            return tuple(record) if record is not None else None
+        return (await self.session.execute(_RESOLVE, {"digest": digest})).first()
 
     async def any_admin(self) -> bool:
         stmt = select(ApiToken.id).where(ApiToken.role == "admin", ApiToken.revoked_at.is_(None))

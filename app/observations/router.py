@@ -3,12 +3,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.core.db import SessionDep
 from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.schemas import Timestamp
+from app.observations.fast_record import fast_recorder
 from app.observations.schemas import (
     BatchResult,
     InstrumentCode,
@@ -54,10 +55,14 @@ async def list_instrument_catalogue() -> Page[InstrumentRead]:
     },
 )
 async def create_observation(
-    patient_id: uuid.UUID, body: ObservationCreate, service: ServiceDep, response: Response
+    patient_id: uuid.UUID,
+    body: ObservationCreate,
+    service: ServiceDep,
+    request: Request,
+    response: Response,
 ) -> Any:
     """Record one pain score or mobility measure (201; 200 when replaying a client `id`)."""
-    observation, created = await service.record(patient_id, body)
+    observation, created = await service.record(patient_id, body, fast_recorder(request))
     if not created:
         response.status_code = status.HTTP_200_OK
     return observation  # a stored row: the response model reads its columns

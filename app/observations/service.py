@@ -21,6 +21,7 @@ from app.core.errors import (
 )
 from app.observations.catalogue import CATALOGUE, Instrument
 from app.observations.errors import InvalidReference, ObservationIdConflict
+from app.observations.fast_record import FastRecorder
 from app.observations.models import Observation
 from app.observations.repository import ObservationRepository
 from app.observations.schemas import (
@@ -107,15 +108,24 @@ class ObservationService:
         self.session = session
         self.repo = ObservationRepository(session)
 
-    async def record(self, patient_id: uuid.UUID, data: ObservationCreate) -> tuple[Row[Any], bool]:
+    async def record(
+        self, patient_id: uuid.UUID, data: ObservationCreate, fast: FastRecorder | None = None
+    ) -> tuple[Row[Any] | dict[str, Any], bool]:
         """Store one observation of an existing patient: (the stored row, whether it is new).
 
         A replayed client id with the same content returns the stored row; with different
         content (or another patient's) it is a conflict.
 
-        The common case is three statements: the INSERT, then the policy's two reads. The
+        With ``fast`` (PostgreSQL), an observation naming no course or session is two
+        statements on the raw pool (app/observations/fast_record.py). Otherwise the common
+        case is three statements: the INSERT, then the policy's two reads. Either way the
         patient's existence is the INSERT's foreign key, not a look-up of its own.
         """
+        if fast is not None and data.course_id is None and data.session_id is None:
+            recorded = await fast.record(patient_id, data, utcnow())
+            if recorded is not None:
+                return recorded, True
+            # The id was already stored: a replay or a clash, told apart below.
         await self._check_references(patient_id, data)
         row = self._row(patient_id, data, utcnow())
         try:
