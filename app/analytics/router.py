@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from app.analytics.schemas import (
     CohortSummaryRead,
@@ -20,8 +20,8 @@ from app.observations.schemas import InstrumentCode
 router = APIRouter(tags=["analytics"])
 
 
-async def get_analytics_service(session: SessionDep) -> AnalyticsService:
-    return AnalyticsService(session)
+async def get_analytics_service(request: Request, session: SessionDep) -> AnalyticsService:
+    return AnalyticsService(session, request.app.state.raw_pool)
 
 
 ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analytics import pg_reads
 from app.analytics.cohort import CohortSummary, outcome, summarise, weekly_improvement
 from app.analytics.errors import UnknownPolicy
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
@@ -29,6 +30,7 @@ from app.analytics.trends import (
     primary_instrument,
     window_start,
 )
+from app.core import pg
 from app.core.db import utcnow
 from app.courses.errors import CourseNotFound
 from app.courses.schedule import phase_for
@@ -108,9 +110,10 @@ def group_points(rows: Iterable[tuple[str, datetime, float]]) -> dict[str, list[
 
 
 class AnalyticsService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, pool: pg.Pool | None = None) -> None:
         self.session = session
         self.repo = AnalyticsRepository(session)
+        self.pool = pool  # PostgreSQL: trend reads run as one statement (pg_reads)
 
     @staticmethod
     def policy_of(course: CourseView) -> PolicyParams:
@@ -154,17 +157,26 @@ class AnalyticsService:
         """The analysis of the course asked for (default: the active course, else the latest);
         None when the patient has no course. 404 for an unknown patient or another's course.
 
-        Two queries in the common case (the course with its facts, the values): the patient
-        is only looked up when no course answers, to tell "no course" from "no patient".
+        Two queries in the common case (the course with its facts, the values), one on
+        PostgreSQL: the patient is only looked up when no course answers, to tell "no course"
+        from "no patient".
         """
-        found = await self.repo.course_for_trends(patient_id, course_id)
+        rows: pg_reads.Rows | None = None
+        if self.pool is not None:  # one statement: the course, its facts and its values
+            async with pg.connection(self.pool) as conn:
+                courses, rows = await pg_reads.trends_course(conn, patient_id, course_id)
+            found = courses[0] if courses else None
+        else:
+            found = await self.repo.course_for_trends(patient_id, course_id)
         if found is None:
             await PatientService(self.session).get(patient_id)  # 404 for an unknown patient
             if course_id is not None:
                 raise CourseNotFound(course_id)
             return None
         course, facts = found
-        return await self.analyse(course, utcnow(), facts)
+        if rows is None:
+            return await self.analyse(course, utcnow(), facts)
+        return _analysis(course, facts, group_points(rows), utcnow(), self.policy_of(course))
 
     async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
         course = await CourseService(self.session).get(course_id)

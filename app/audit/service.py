@@ -11,11 +11,32 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.models import AuditEvent
 from app.auth.rules import AccessRecord
+from app.core import pg
 from app.core.db import before_commit, new_id, table_of, utcnow
 from app.core.errors import on_error
 from app.core.pagination import paginate
 
 _INSERT_EVENT = insert(table_of(AuditEvent))  # built once: it runs on every request
+# A row's columns, in the order of _INSERT_EVENT_SQL's parameters (and fast_record's).
+AUDIT_COLUMNS = (
+    "id",
+    "at",
+    "token_id",
+    "role",
+    "action",
+    "resource_type",
+    "resource_id",
+    "patient_id",
+    "outcome",
+    "status",
+    "request_id",
+)
+# The same INSERT on the plain asyncpg pool (PostgreSQL): a read's row commits by itself.
+_INSERT_EVENT_SQL = """
+INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id, patient_id,
+                          outcome, status, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+"""
 
 
 def audit_event(record: AccessRecord, status: int) -> dict[str, object]:
@@ -39,15 +60,24 @@ def audit_event(record: AccessRecord, status: int) -> dict[str, object]:
 def audit_request(request: Request, record: AccessRecord) -> None:
     """Exactly one audit row for this request, whatever its outcome.
 
-    Success: in the request's own transaction (the write and its row commit together).
+    Success: in the request's own transaction (the write and its row commit together); a
+    read's, which has no transaction of its own, on the plain pool when there is one.
     Error: in a transaction of its own, after the request's was rolled back.
     """
     if not record.rule.audit:
         return
+    reading = request.method in ("GET", "HEAD")
+    pool: pg.Pool | None = request.app.state.raw_pool if reading else None
 
     async def on_success(session: AsyncSession, status: int) -> None:
-        if not record.written:
-            await session.execute(_INSERT_EVENT, audit_event(record, status))
+        if record.written:
+            return
+        event = audit_event(record, status)
+        if pool is None:
+            await session.execute(_INSERT_EVENT, event)
+            return
+        async with pg.connection(pool) as conn:
+            await conn.execute(_INSERT_EVENT_SQL, *(event[name] for name in AUDIT_COLUMNS))
 
     async def on_failure(status: int) -> None:
         if record.written:  # the write and its row committed before the request failed

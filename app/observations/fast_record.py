@@ -5,8 +5,8 @@ device posts scores). Through a SQLAlchemy session it took BEGIN, the INSERT, th
 reads, the audit INSERT and COMMIT: six round trips and about 2 ms of the worker's CPU. Here
 it is two statements, each its own transaction:
 
-1. ``_POLICY_INPUTS`` reads what the frequency policy needs: the patient's active courses
-   with their facts, and the values of their windows as three arrays.
+1. ``pg_reads.ACTIVE_COURSES`` reads what the frequency policy needs: the patient's active
+   courses with their facts, and the values of their windows as three arrays.
 2. The policy runs in Python on those values plus the new one, and ``_RECORD`` writes, in one
    atomic statement: the observation, the request's audit row and the frequency changes the
    policy decided (each a compare-and-set on the frequency the policy saw, as in
@@ -25,9 +25,7 @@ a client id that is already stored (a replay or a clash, told apart by reading i
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,57 +33,16 @@ from typing import Any
 import asyncpg
 from fastapi import Request
 
-from app.analytics.registry import policies
-from app.analytics.repository import CourseFacts, FrequencyChangeValues, PolicyCourse
+from app.analytics import pg_reads
+from app.analytics.repository import FrequencyChangeValues, PolicyCourse
 from app.analytics.service import frequency_changes, group_points
-from app.audit.service import audit_event
+from app.audit.service import AUDIT_COLUMNS, audit_event
 from app.auth.rules import AccessRecord
 from app.core.db import new_id
 from app.core.pg import Pool, connection
 from app.idempotency.middleware import CLAIM
 from app.observations.schemas import ObservationCreate
 from app.patients.errors import PatientNotFound
-
-# The active courses (as AnalyticsRepository._ACTIVE_COURSES, newest first) with their policy
-# facts, each with the values of the patient from the earliest window start on. The window is
-# widened to the longest of the installed policies' ($2 days); each course's trend keeps its own.
-_POLICY_INPUTS = """
-WITH active AS (
-    SELECT c.id, c.patient_id, c.start_date, c.policy, c.status, c.adjustment,
-           c.sessions_per_week, c.sessions_done, c.max_sessions, c.created_at,
-           latest_change.source AS last_change_source,
-           latest_change.changed_at AS last_change_at,
-           (SELECT min(s.performed_at) FROM treatment_sessions s
-             WHERE s.course_id = c.id) AS first_session_at,
-           (SELECT s.adverse_events FROM treatment_sessions s
-             WHERE s.course_id = c.id
-             ORDER BY s.performed_at DESC, s.number DESC LIMIT 1) AS latest_adverse_events
-      FROM courses c
-      LEFT JOIN LATERAL (
-            SELECT f.source, f.changed_at FROM frequency_changes f
-             WHERE f.course_id = c.id
-             ORDER BY f.changed_at DESC, f.id DESC LIMIT 1
-      ) latest_change ON true
-     WHERE c.patient_id = $1 AND c.status = 'active'
-),
-windowed AS (
-    SELECT o.instrument, o.recorded_at, o.value
-      FROM observations o
-     WHERE o.patient_id = $1
-       AND o.recorded_at >= (SELECT (min(start_date) - $2::int)::timestamp AT TIME ZONE 'UTC'
-                               FROM active)
-     ORDER BY o.recorded_at
-)
-SELECT a.id, a.patient_id, a.start_date, a.policy, a.status, a.adjustment,
-       a.sessions_per_week, a.sessions_done, a.max_sessions,
-       a.last_change_source, a.last_change_at, a.first_session_at, a.latest_adverse_events,
-       w.instruments, w.times, w.vals
-  FROM active a
- CROSS JOIN (SELECT array_agg(instrument) AS instruments, array_agg(recorded_at) AS times,
-                    array_agg(value) AS vals
-               FROM windowed) w
- ORDER BY a.start_date DESC, a.created_at DESC
-"""
 
 # The observation unless its id is taken; then, only if it was stored, its audit row and the
 # policy's changes ($21–$27: one array element per change; empty arrays when none). Returns
@@ -144,16 +101,15 @@ class FastRecorder:
             "patient_id": patient_id,
             "received_at": received_at,
         }
-        window_days = max(p.window_days_before_start for p in policies().values())
         async with connection(self.pool) as conn:
-            inputs = await conn.fetch(_POLICY_INPUTS, patient_id, window_days)
-            changes = _changes(inputs, row, received_at)
+            courses, rows = await pg_reads.active_courses(conn, patient_id)
+            changes = _changes(courses, rows, row, received_at)
             event = audit_event(self.access, 201)
             try:
                 stored = await conn.fetchval(
                     _RECORD,
                     *(row[name] for name in _OBSERVATION_PARAMS),
-                    *(event[name] for name in _AUDIT_PARAMS),
+                    *(event[name] for name in AUDIT_COLUMNS),
                     *_change_arrays(changes),
                 )
             except asyncpg.ForeignKeyViolationError as exc:
@@ -185,42 +141,14 @@ _OBSERVATION_PARAMS = (
     "source",
     "note",
 )
-_AUDIT_PARAMS = (
-    "id",
-    "at",
-    "token_id",
-    "role",
-    "action",
-    "resource_type",
-    "resource_id",
-    "patient_id",
-    "outcome",
-    "status",
-    "request_id",
-)
 
 
 def _changes(
-    inputs: Sequence[Any], row: dict[str, Any], now: datetime
+    courses: pg_reads.Inputs, rows: pg_reads.Rows, row: dict[str, Any], now: datetime
 ) -> list[tuple[PolicyCourse, FrequencyChangeValues]]:
     """The policy's decisions for the courses read, counting the new value."""
-    if not inputs:
+    if not courses:
         return []
-    courses = []
-    for record in inputs:
-        values = tuple(record)
-        events = values[12]
-        facts = CourseFacts(
-            last_change_source=values[9],
-            last_change_at=values[10],
-            first_session_at=values[11],
-            latest_adverse_events=tuple(json.loads(events)) if events else (),
-        )
-        courses.append((PolicyCourse(*values[:9]), facts))
-    first = inputs[0]  # every row carries the same arrays
-    rows = list(
-        zip(first["instruments"] or (), first["times"] or (), first["vals"] or (), strict=True)
-    )
     rows.append((row["instrument"], row["recorded_at"], row["value"]))
     if len(rows) > 1 and rows[-1][1] < rows[-2][1]:  # a late value: keep the time order
         rows.sort(key=lambda r: r[1])
