@@ -7,16 +7,21 @@ fixed ``now``: no database, no clock.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
 from app.analytics.registry import BUILT_IN, PolicyFileError, load_policies, registry
+from app.analytics.repository import CourseFacts, PolicyCourse
+from app.analytics.service import _analysis, verdict
 from app.analytics.trends import InstrumentTrend, Point, Thresholds, instrument_trend
 from app.observations.catalogue import BY_CODE
 
@@ -646,3 +651,54 @@ def test_a_custom_policy_has_its_own_induction() -> None:
     )
     assert rec.evidence["status"] == "partial-responder"  # 30%, 3 points
     assert (rec.rule, rec.recommended_sessions_per_week) == ("induction-complete", 2)
+
+
+# --- The write path's verdict ------------------------------------------------------------------
+
+
+@st.composite
+def _recorded(draw: st.DrawFn) -> tuple[PolicyCourse, CourseFacts, dict[str, list[Point]]]:
+    """A course (any status, frequency, sessions) with facts, and values of any instruments
+    before, inside and after its window."""
+    start = date(2026, 3, 2)
+    course = PolicyCourse(
+        id=uuid.uuid4(),
+        patient_id=uuid.uuid4(),
+        start_date=start,
+        policy="standard-v1",
+        status=draw(st.sampled_from(["active", "active", "paused"])),
+        adjustment=draw(st.sampled_from(["auto", "confirm"])),
+        sessions_per_week=draw(st.sampled_from([3.0, 2.0, 1.0])),
+        sessions_done=draw(st.integers(0, 30)),
+        max_sessions=draw(st.none() | st.integers(5, 40)),
+    )
+    first_session = draw(st.none() | st.integers(0, 10))
+    facts = CourseFacts(
+        last_change_source=draw(st.sampled_from(["initial", "policy", "clinician"])),
+        last_change_at=T0 + timedelta(days=draw(st.integers(-5, 25))),
+        first_session_at=None if first_session is None else T0 + timedelta(days=first_session),
+        latest_adverse_events=tuple(draw(st.lists(st.sampled_from(["syncope"]), max_size=1))),
+    )
+    points: dict[str, list[Point]] = {}
+    for code in draw(st.lists(st.sampled_from(["odi", "pain-nrs", "pain-vas"]), unique=True)):
+        high = BY_CODE[code].max
+        days = draw(st.lists(st.integers(-25, 35), max_size=25))
+        points[code] = sorted(
+            (Point(T0 + timedelta(days=d), float(draw(st.integers(0, int(high))))) for d in days),
+            key=lambda p: p.recorded_at,
+        )
+    return course, facts, points
+
+
+@given(_recorded())
+@settings(max_examples=300, deadline=None)
+def test_the_write_paths_verdict_is_the_full_analysis_recommendation(
+    case: tuple[PolicyCourse, CourseFacts, dict[str, list[Point]]],
+) -> None:
+    """Recording computes only the primary instrument's trend: the policy's say is the same."""
+    course, facts, points = case
+    now = T0 + timedelta(days=30)
+    params = registry()["standard-v1"]
+    assert verdict(course, facts, points, now, params) == (
+        _analysis(course, facts, points, now, params).recommendation
+    )
