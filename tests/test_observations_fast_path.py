@@ -1,22 +1,25 @@
-"""Recording an observation on PostgreSQL's two-statement path (app/observations/fast_record.py):
-it stores, answers and audits exactly as the general path does, and its failures are the same
-retryable 503s, with nothing stored.
+"""Recording observations on PostgreSQL's plain pool (app/observations/fast_record.py): one in
+two statements, a batch in one transaction. Either stores, answers and audits exactly as the
+general path does, and its failures are the same retryable 503s, with nothing stored.
 
-The rest of the suite exercises the path too: on PostgreSQL every POST of an observation that
-names no course or session and carries no Idempotency-Key takes it.
+The rest of the suite exercises the path too: on PostgreSQL every POST of an observation (or a
+batch) that names no course or session and carries no Idempotency-Key takes it. The tests here
+that compare the two paths run on SQLite as well, where both are the general path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analytics import pg_reads
@@ -24,6 +27,16 @@ from app.core import pg
 from app.core.config import Settings
 from app.core.limits import ServiceUnavailable
 from app.observations.models import Observation
+from tests.analytics.test_policy_scenarios import (
+    RESPONDER,
+    SEVEN_DAYS,
+    assert_frequency,
+    backdate,
+    get_course,
+    history,
+    moment,
+    scenario,
+)
 from tests.factories import API, ago, create_patient
 from tests.support import assert_problem
 from tests.test_limits import Issue, audit_rows, client_of, running
@@ -85,6 +98,239 @@ async def test_an_unknown_patient_is_404_stores_nothing_and_is_audited_once(
     assert await _stored(engine, body["id"]) == 0
     rows = await _audit(engine, response.headers["x-request-id"])
     assert [(row["status"], row["outcome"]) for row in rows] == [(404, "allowed")]
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+async def _post_batch(
+    client: httpx.AsyncClient, patient_id: str, items: list[Any], *, general: bool = False
+) -> httpx.Response:
+    """POST a batch; ``general`` sends it down the general path (an Idempotency-Key)."""
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if general else {}
+    url = f"{API}/patients/{patient_id}/observations/batch"
+    return await client.post(url, json={"observations": items}, headers=headers)
+
+
+def _results(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+def _without_ids(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in result.items() if k != "id"} for result in results]
+
+
+async def _listed(client: httpx.AsyncClient, patient_id: str) -> dict[str, dict[str, Any]]:
+    response = await client.get(f"{API}/patients/{patient_id}/observations", params={"limit": 500})
+    return {item["id"]: item for item in response.json()["items"]}
+
+
+def _content(observation: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in observation.items() if k not in ("id", "received_at")}
+
+
+@asynccontextmanager
+async def _observation_inserts(engine: AsyncEngine) -> AsyncIterator[list[str]]:
+    """The INSERTs into observations that SQLAlchemy sends meanwhile."""
+    statements: list[str] = []
+
+    def capture(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+    ) -> None:
+        if statement.startswith("INSERT INTO observations"):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "after_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "after_cursor_execute", capture)
+
+
+async def test_both_paths_answer_store_and_audit_a_batch_alike(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    patient = await create_patient(client)
+    plain = [_body() | {"value": v, "recorded_at": ago(hours=5 - v)} for v in range(3)]
+    plain.append(_body() | {"value": 11})  # out of range: rejected
+    keyed = [item | {"id": str(uuid.uuid4())} for item in plain]  # the same, under other ids
+
+    async with _observation_inserts(engine) as through_sqlalchemy:
+        fast = await _post_batch(client, patient["id"], plain)
+    general = await _post_batch(client, patient["id"], keyed, general=True)
+
+    assert [r["status"] for r in _results(fast)] == ["created"] * 3 + ["rejected"]
+    assert _without_ids(_results(fast)) == _without_ids(_results(general))
+    assert [r["id"] for r in _results(fast)] == [item["id"] for item in plain]
+    listed = await _listed(client, patient["id"])
+    assert listed.keys() == {item["id"] for item in plain[:3] + keyed[:3]}
+    for fast_item, general_item in zip(plain[:3], keyed[:3], strict=True):
+        assert _content(listed[fast_item["id"]]) == _content(listed[general_item["id"]])
+    fast_audit = await _audit(engine, fast.headers["x-request-id"])
+    general_audit = await _audit(engine, general.headers["x-request-id"])
+    assert len(fast_audit) == len(general_audit) == 1
+    assert fast_audit[0] == general_audit[0]
+    assert (fast_audit[0]["status"], fast_audit[0]["action"]) == (200, "create")
+    # PostgreSQL stored the plain batch past SQLAlchemy; SQLite has only the general path.
+    assert (through_sqlalchemy == []) is (engine.dialect.name == "postgresql")
+
+
+async def test_new_repeated_and_clashing_ids_are_resolved_as_on_the_general_path(
+    client: httpx.AsyncClient,
+) -> None:
+    others = await create_patient(client)
+    results: dict[bool, list[dict[str, Any]]] = {}
+    for general in (False, True):
+        patient = await create_patient(client)
+        stored, clashing, repeated, foreign = _body(), _body(), _body(), _body()
+        _results(await _post_batch(client, patient["id"], [stored, clashing]))
+        _results(await _post_batch(client, others["id"], [foreign]))
+        items = [
+            _body(),  # new
+            stored,  # already stored, the same content: a replay
+            clashing | {"value": 9},  # already stored, other content
+            foreign,  # another patient's
+            repeated,  # new, then repeated in the batch...
+            dict(repeated),  # ... as an identical copy
+            repeated | {"value": 1},  # ... and with other content
+            _body() | {"value": -1},  # invalid
+        ]
+        results[general] = _results(
+            await _post_batch(client, patient["id"], items, general=general)
+        )
+
+        listed = await _listed(client, patient["id"])
+        assert listed.keys() == {items[0]["id"], stored["id"], clashing["id"], repeated["id"]}
+        assert listed[clashing["id"]]["value"] == clashing["value"]  # unchanged
+        assert listed[repeated["id"]]["value"] == repeated["value"]  # the first one's
+
+    assert [r["status"] for r in results[False]] == [
+        "created",
+        "duplicate",
+        "rejected",
+        "rejected",
+        "created",
+        "duplicate",
+        "rejected",
+        "rejected",
+    ]
+    assert _without_ids(results[False]) == _without_ids(results[True])
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["plain", "keyed"])
+@pytest.mark.parametrize("ids", ["new", "stored"])
+async def test_an_unknown_patients_batch_is_404_stores_nothing_and_is_audited_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, general: bool, ids: str
+) -> None:
+    """Whether its ids are new (the INSERT's foreign key fails) or all stored already (another
+    patient's: nothing is inserted), and before any item's own error."""
+    item = _body()
+    if ids == "stored":
+        _results(await _post_batch(client, (await create_patient(client))["id"], [item]))
+    invalid = _body() | {"value": 11}
+
+    response = await _post_batch(client, str(uuid.uuid4()), [item, invalid], general=general)
+
+    assert_problem(response, 404)
+    assert await _stored(engine, item["id"]) == (1 if ids == "stored" else 0)
+    assert await _stored(engine, invalid["id"]) == 0
+    rows = await _audit(engine, response.headers["x-request-id"])
+    assert [(row["status"], row["outcome"]) for row in rows] == [(404, "allowed")]
+
+
+async def test_an_unknown_patients_batch_of_invalid_items_only_is_404(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await _post_batch(client, str(uuid.uuid4()), [_body() | {"value": 11}])
+    assert_problem(response, 404)
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["plain", "keyed"])
+async def test_a_batch_that_steps_a_course_down_applies_the_change_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, general: bool
+) -> None:
+    """The scenario of a responder (tests/analytics/test_policy_scenarios.py), its scores in one
+    batch; replayed, the batch stores nothing new and changes nothing."""
+    case = await scenario(client, engine)
+    batch = [_body() | {"value": value, "recorded_at": ago(days=days)} for days, value in RESPONDER]
+
+    first = await _post_batch(client, case.patient_id, batch, general=general)
+    again = await _post_batch(client, case.patient_id, batch, general=general)
+
+    assert {r["status"] for r in _results(first)} == {"created"}
+    assert {r["status"] for r in _results(again)} == {"duplicate"}
+    await assert_frequency(client, case, 2, "consolidation")
+    rows = await history(client, case)
+    assert [(r["source"], r["rule"], r["sessions_per_week"], r["phase"]) for r in rows] == [
+        ("initial", None, 3, "induction"),
+        ("policy", "response-step-down", 2, "consolidation"),
+    ]
+    assert rows[-1]["changed_at"] == (await get_course(client, case))["updated_at"]
+
+
+async def test_concurrent_batches_apply_a_step_down_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL both batches read the course (at 2 a week) before either writes, so both
+    decide the same step: the compare-and-set lets one apply it. SQLite runs them one after the
+    other (the second then finds nothing to change)."""
+    case = await scenario(client, engine, values=RESPONDER)
+    await backdate(engine, case, "policy", moment(SEVEN_DAYS + timedelta(seconds=5)))
+    read = pg_reads.active_courses
+    both_read = asyncio.Barrier(2)
+
+    async def read_together(
+        conn: Any, patient_id: uuid.UUID
+    ) -> tuple[pg_reads.Inputs, pg_reads.Rows]:
+        inputs = await read(conn, patient_id)
+        async with asyncio.timeout(5):
+            await both_read.wait()
+        return inputs
+
+    monkeypatch.setattr(pg_reads, "active_courses", read_together)
+
+    responses = await asyncio.gather(
+        *(
+            _post_batch(
+                client, case.patient_id, [_body() | {"value": 4, "recorded_at": ago(seconds=s)}]
+            )
+            for s in (1, 2)
+        )
+    )
+
+    assert [[r["status"] for r in _results(response)] for response in responses] == [
+        ["created"],
+        ["created"],
+    ]
+    await assert_frequency(client, case, 1, "maintenance")
+    rows = await history(client, case)
+    assert [(r["source"], r["sessions_per_week"]) for r in rows] == [
+        ("initial", 3),
+        ("policy", 2),
+        ("policy", 1),
+    ]
+
+
+@pytest.mark.postgres_only
+async def test_a_batch_cancelled_by_the_statement_timeout_is_a_503_and_stores_nothing(
+    settings: Settings, engine: AsyncEngine, issue_token: Issue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy's read comes after the INSERT, in its transaction: cancelling it rolls the
+    INSERT back."""
+    token = await issue_token("clinician")
+    async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
+        patient = await create_patient(c)
+        slow = "SELECT pg_sleep(1), $1::uuid, $2::int"
+        monkeypatch.setattr(pg_reads, "ACTIVE_COURSES", slow)
+        item = _body()
+        response = await _post_batch(c, patient["id"], [item])
+
+    problem = assert_problem(response, 503)
+    assert problem["type"].endswith("query-timeout")
+    assert await _stored(engine, item["id"]) == 0
+    assert await audit_rows(engine, response.headers["x-request-id"]) == 1
 
 
 @pytest.mark.postgres_only

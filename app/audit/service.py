@@ -17,7 +17,7 @@ from app.core.errors import on_error
 from app.core.pagination import paginate
 
 _INSERT_EVENT = insert(table_of(AuditEvent))  # built once: it runs on every request
-# A row's columns, in the order of _INSERT_EVENT_SQL's parameters (and fast_record's).
+# A row's columns, in the order of INSERT_EVENT_SQL's parameters (and fast_record's).
 AUDIT_COLUMNS = (
     "id",
     "at",
@@ -31,8 +31,9 @@ AUDIT_COLUMNS = (
     "status",
     "request_id",
 )
-# The same INSERT on the plain asyncpg pool (PostgreSQL): a read's row commits by itself.
-_INSERT_EVENT_SQL = """
+# The same INSERT on the plain asyncpg pool (PostgreSQL): a read's row commits by itself; a
+# batch's commits with its write (app/observations/fast_record.py).
+INSERT_EVENT_SQL = """
 INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id, patient_id,
                           outcome, status, request_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -77,7 +78,7 @@ def audit_request(request: Request, record: AccessRecord) -> None:
             await session.execute(_INSERT_EVENT, event)
             return
         async with pg.connection(pool) as conn:
-            await conn.execute(_INSERT_EVENT_SQL, *(event[name] for name in AUDIT_COLUMNS))
+            await conn.execute(INSERT_EVENT_SQL, *(event[name] for name in AUDIT_COLUMNS))
 
     async def on_failure(status: int) -> None:
         if record.written:  # the write and its row committed before the request failed

@@ -2,14 +2,16 @@
 
 PostgreSQL only. Measured on the benchmark box (one client, uvloop, the same INSERT): a
 SQLAlchemy session running one statement and committing costs 0.8–0.9 ms of the worker's CPU;
-the statement on a pooled asyncpg connection, in autocommit, costs 0.2 ms. Recording an
-observation is the service's most frequent request, so it runs as one statement here
-(app/observations/fast_record.py); everything else goes through SQLAlchemy.
+the statement on a pooled asyncpg connection, in autocommit, costs 0.2 ms. So the most frequent
+requests run here: recording observations (app/observations/fast_record.py), trend reads
+(app/analytics/pg_reads.py), token look-ups and reads' audit rows; everything else goes
+through SQLAlchemy.
 
-Only single statements run on this pool, each its own transaction (PostgreSQL runs a
-statement, data-modifying CTEs included, atomically). No connection state is ever changed,
-so a connection goes back to the pool without asyncpg's reset query (a round trip); an
-interrupted transaction is still rolled back by asyncpg itself.
+Statements on this pool are single statements, each its own transaction (PostgreSQL runs a
+statement, data-modifying CTEs included, atomically), or a batch's explicit transaction that
+ends before the connection is released. No session state is ever changed, so a connection goes
+back to the pool without asyncpg's reset query (a round trip); an interrupted transaction is
+still rolled back by asyncpg itself before the connection is reused.
 """
 
 from __future__ import annotations

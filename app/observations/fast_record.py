@@ -1,4 +1,5 @@
-"""Recording one observation on PostgreSQL in two statements, on the plain asyncpg pool.
+"""Recording observations on PostgreSQL on the plain asyncpg pool: one in two statements, a
+batch in one transaction.
 
 ``POST /patients/{id}/observations`` is the service's most frequent request (every app and
 device posts scores). Through a SQLAlchemy session it took BEGIN, the INSERT, the policy's two
@@ -21,11 +22,19 @@ app/audit/service.py, app/observations/bulk.py), written out once for the raw co
 The general path (ObservationService.record) still handles what this one does not: SQLite,
 a course or session reference (checked first), an Idempotency-Key (stored with the write), and
 a client id that is already stored (a replay or a clash, told apart by reading it).
+
+A batch (``FastRecorder.record_batch``) cannot decide its policy changes before writing: which
+of its ids are new is only known once they are inserted. So it is one transaction on one raw
+connection running the general path's statements (ObservationService.record_batch): the INSERT
+(``_INSERT``), the stored rows of the ids it skipped, the policy's read and changes when
+something was stored, and the audit row. It saves the SQLAlchemy session and, unless every id
+was already stored, the patient look-up (the INSERT's foreign key answers that).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,11 +45,12 @@ from fastapi import Request
 from app.analytics import pg_reads
 from app.analytics.repository import FrequencyChangeValues, PolicyCourse
 from app.analytics.service import frequency_changes, group_points
-from app.audit.service import AUDIT_COLUMNS, audit_event
+from app.audit.service import AUDIT_COLUMNS, INSERT_EVENT_SQL, audit_event
 from app.auth.rules import AccessRecord
 from app.core.db import new_id
-from app.core.pg import Pool, connection
+from app.core.pg import Connection, Pool, connection
 from app.idempotency.middleware import CLAIM
+from app.observations.bulk import ITEM_COLUMNS
 from app.observations.schemas import ObservationCreate
 from app.patients.errors import PatientNotFound
 
@@ -82,6 +92,49 @@ history AS (
 SELECT EXISTS (SELECT FROM stored)
 """
 
+# bulk.insert_unnest()'s SQL, written out for the raw connection: every item of a batch in one
+# statement, $3–$11 one array per name of bulk.ITEM_COLUMNS, in that order (a column NULL in
+# every item may be one NULL: unnest() pads it). Returns the ids it stored.
+_INSERT = """
+INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
+                          course_id, session_id, context, source, note)
+SELECT items.id, $1, items.instrument, items.value, items.recorded_at, $2,
+       items.course_id, items.session_id, items.context, items.source, items.note
+  FROM unnest($3::uuid[], $4::varchar(40)[], $5::float8[], $6::timestamptz[], $7::uuid[],
+              $8::uuid[], $9::varchar(10)[], $10::varchar(10)[], $11::text[])
+       AS items(id, instrument, value, recorded_at, course_id, session_id, context, source,
+                note)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+# The stored observations among the ids $1: what a replay is compared on.
+_STORED = """
+SELECT id, patient_id, instrument, value, recorded_at, course_id, session_id, context, source,
+       note
+  FROM observations
+ WHERE id = ANY($1::uuid[])
+"""
+
+_PATIENT_EXISTS = "SELECT EXISTS (SELECT FROM patients WHERE id = $1)"
+
+# One policy change, as AnalyticsRepository.change_frequency makes it: the UPDATE only matches
+# the frequency the policy saw ($6), and the history row ($1) is written only if it matched.
+_CHANGE_FREQUENCY = """
+WITH changed AS (
+    UPDATE courses
+       SET sessions_per_week = $3, phase = $4, updated_at = $5
+     WHERE id = $2 AND status = 'active' AND sessions_per_week = $6
+    RETURNING id
+)
+INSERT INTO frequency_changes (id, course_id, sessions_per_week, phase, changed_at, source,
+                               rule, reason)
+SELECT $1, changed.id, $3, $4, $5, 'policy', $7, $8 FROM changed
+"""
+
+# record_batch's answer: the ids it stored, and the stored rows (by column) of the others.
+Batch = tuple[set[uuid.UUID], dict[uuid.UUID, dict[str, Any]]]
+
 
 @dataclass(frozen=True, slots=True)
 class FastRecorder:
@@ -119,9 +172,40 @@ class FastRecorder:
         self.access.written = True
         return row
 
+    async def record_batch(
+        self, patient_id: uuid.UUID, items: Sequence[Mapping[str, Any]], received_at: datetime
+    ) -> Batch:
+        """Store the patient's ``items`` (each with every column of ``bulk.ITEM_COLUMNS``)
+        unless their id is already stored, with the policy's changes and the request's audit
+        row, in one transaction: the ids that were new, and the stored rows (by column name)
+        of the others. 404 for an unknown patient, with nothing written."""
+        # In id order, as ObservationRepository.insert_many: two batches sharing ids wait for
+        # each other instead of deadlocking.
+        items = sorted(items, key=lambda item: item["id"].int)
+        arrays = [_array([item[name] for item in items]) for name in ITEM_COLUMNS]
+        async with connection(self.pool) as conn, conn.transaction():
+            try:
+                records = await conn.fetch(_INSERT, patient_id, received_at, *arrays)
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise PatientNotFound(patient_id) from exc
+            inserted: set[uuid.UUID] = {record["id"] for record in records}
+            taken = [item["id"] for item in items if item["id"] not in inserted]
+            stored = {r["id"]: dict(r) for r in await conn.fetch(_STORED, taken)} if taken else {}
+            # A row inserted passed the foreign key, and a stored row of the patient proves it
+            # too; otherwise (a batch of ids all taken) the patient is looked up.
+            known = inserted or any(row["patient_id"] == patient_id for row in stored.values())
+            if not known and not await conn.fetchval(_PATIENT_EXISTS, patient_id):
+                raise PatientNotFound(patient_id)
+            if inserted:  # one policy evaluation for the whole batch, seeing its values
+                await _apply_policy(conn, patient_id, received_at)
+            event = audit_event(self.access, 200)
+            await conn.execute(INSERT_EVENT_SQL, *(event[name] for name in AUDIT_COLUMNS))
+        self.access.written = True
+        return inserted, stored
+
 
 def fast_recorder(request: Request) -> FastRecorder | None:
-    """This request's two-statement recorder, when it can take that path: on PostgreSQL, and
+    """This request's recorder on the raw pool, when it can take that path: on PostgreSQL, and
     without an Idempotency-Key (whose row must commit with the write, on the general path)."""
     pool: Pool | None = getattr(request.app.state, "raw_pool", None)
     access: AccessRecord | None = getattr(request.state, "access", None)
@@ -171,3 +255,25 @@ def _change_arrays(changes: list[tuple[PolicyCourse, FrequencyChangeValues]]) ->
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     return columns
+
+
+def _array(column: list[Any]) -> list[Any] | None:
+    """A column of ``_INSERT``: NULL when NULL in every item (often context, note…)."""
+    return None if all(value is None for value in column) else column
+
+
+async def _apply_policy(conn: Connection, patient_id: uuid.UUID, now: datetime) -> None:
+    """The policy's changes to the patient's active courses, each a compare-and-set."""
+    courses, rows = await pg_reads.active_courses(conn, patient_id)
+    for course, change in frequency_changes(courses, group_points(rows), now):
+        await conn.execute(
+            _CHANGE_FREQUENCY,
+            new_id(),
+            course.id,
+            change["sessions_per_week"],
+            change["phase"],
+            now,
+            course.sessions_per_week,
+            change["rule"],
+            change["reason"],
+        )

@@ -74,11 +74,11 @@ async def create_observation(
     response_model_exclude_unset=True,
 )
 async def create_observation_batch(
-    patient: PatientDep, body: ObservationBatchCreate, service: ServiceDep
+    patient_id: uuid.UUID, body: ObservationBatchCreate, service: ServiceDep, request: Request
 ) -> BatchResult:
     """Record up to 500 observations (offline sync). Each item succeeds or fails on its own;
     the valid ones are stored together in one transaction."""
-    return await service.record_batch(patient.id, body.observations)
+    return await service.record_batch(patient_id, body.observations, fast_recorder(request))
 
 
 @router.get("/patients/{patient_id}/observations", response_model=Page[ObservationRead])

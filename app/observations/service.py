@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Row
@@ -51,10 +51,17 @@ def list_instruments() -> Sequence[Instrument]:
     return CATALOGUE
 
 
-def _same_content(stored: Row[Any], patient_id: uuid.UUID, data: ObservationCreate) -> bool:
+class _StoredRow(Protocol):
+    """A stored observation's columns by name: a SQLAlchemy row's ``_mapping``, or a dict of a
+    raw row (app/observations/fast_record.py)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def _same_content(stored: _StoredRow, patient_id: uuid.UUID, data: ObservationCreate) -> bool:
     """Whether a stored row is what the client sent (so a replay, not a clash of ids)."""
-    return stored.patient_id == patient_id and all(
-        getattr(stored, name) == getattr(data, name) for name in CONTENT_FIELDS
+    return stored["patient_id"] == patient_id and all(
+        stored[name] == getattr(data, name) for name in CONTENT_FIELDS
     )
 
 
@@ -138,27 +145,38 @@ class ObservationService:
             await AnalyticsService(self.session).after_recording(patient_id)
             return stored, True
         existing = await self.repo.get(row["id"])
-        if existing is None or not _same_content(existing, patient_id, data):
+        if existing is None or not _same_content(existing._mapping, patient_id, data):
             # An unknown patient is a 404, not a 409.
             await PatientService(self.session).get(patient_id)
             raise ObservationIdConflict()
         return existing, False
 
-    async def record_batch(self, patient_id: uuid.UUID, items: list[Any]) -> BatchResult:
-        """Validate each item on its own and store the valid ones with one INSERT."""
-        outcomes, candidates = self._parse(items)
-        candidates = await self._without_foreign_references(patient_id, candidates)
-        candidates = self._without_repeated_ids(candidates)
+    async def record_batch(
+        self, patient_id: uuid.UUID, items: list[Any], fast: FastRecorder | None = None
+    ) -> BatchResult:
+        """Validate each item on its own and store the valid ones with one INSERT.
 
-        items = [_batch_item(c) for c in candidates]
-        inserted = await self.repo.insert_many(patient_id, utcnow(), items)
-        if inserted:  # one policy evaluation for the whole batch
-            await AnalyticsService(self.session).after_recording(patient_id)
+        With ``fast`` (PostgreSQL), a batch naming no course or session is stored in one
+        transaction on the raw pool (app/observations/fast_record.py), where the INSERT's
+        foreign key answers for the patient. Otherwise the patient is looked up first: an
+        unknown one is a 404 whatever its items.
+        """
+        outcomes, candidates = self._parse(items)
+        existing: Mapping[uuid.UUID, _StoredRow]
+        if fast is not None and candidates and not any(_references(c) for c in candidates):
+            candidates = self._without_repeated_ids(candidates)
+            rows = [_batch_item(c) for c in candidates]
+            inserted, existing = await fast.record_batch(patient_id, rows, utcnow())
+        else:
+            await PatientService(self.session).get(patient_id)  # a 404 before any item's error
+            candidates = await self._without_foreign_references(patient_id, candidates)
+            candidates = self._without_repeated_ids(candidates)
+            inserted, existing = await self._store_batch(patient_id, candidates)
 
         # Ids that were already stored (by an earlier request or a concurrent one).
-        taken = [c for c in candidates if c.id not in inserted]
-        existing = await self.repo.get_many({c.id for c in taken})
-        for candidate in taken:
+        for candidate in candidates:
+            if candidate.id in inserted:
+                continue
             stored = existing.get(candidate.id)
             if stored is not None and _same_content(stored, patient_id, candidate.data):
                 candidate.outcome.status = "duplicate"
@@ -201,6 +219,18 @@ class ObservationService:
             "patient_id": patient_id,
             "received_at": received_at,
         }
+
+    async def _store_batch(
+        self, patient_id: uuid.UUID, candidates: list[_Candidate]
+    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, _StoredRow]]:
+        """The general path's storing: the ids that were new, and the stored rows of the
+        others (by column name)."""
+        items = [_batch_item(c) for c in candidates]
+        inserted = await self.repo.insert_many(patient_id, utcnow(), items)
+        if inserted:  # one policy evaluation for the whole batch
+            await AnalyticsService(self.session).after_recording(patient_id)
+        existing = await self.repo.get_many({c.id for c in candidates if c.id not in inserted})
+        return inserted, {id_: row._mapping for id_, row in existing.items()}
 
     async def _check_references(self, patient_id: uuid.UUID, data: ObservationCreate) -> None:
         if data.course_id is not None:
@@ -282,6 +312,11 @@ def _session_error(sessions: dict[uuid.UUID, uuid.UUID], data: ObservationCreate
     if data.course_id is not None and data.course_id != course_id:
         return InvalidReference.SESSION_COURSE_MSG
     return None
+
+
+def _references(candidate: _Candidate) -> bool:
+    """Whether an item names a course or a session (to be checked as the patient's)."""
+    return candidate.data.course_id is not None or candidate.data.session_id is not None
 
 
 def _batch_item(candidate: _Candidate) -> dict[str, Any]:
