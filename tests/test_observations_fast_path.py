@@ -31,6 +31,7 @@ from tests.analytics.test_policy_scenarios import (
     RESPONDER,
     SEVEN_DAYS,
     assert_frequency,
+    assert_stepped_down_once,
     backdate,
     get_course,
     history,
@@ -304,33 +305,7 @@ async def test_concurrent_batches_apply_a_step_down_once(
         ["created"],
         ["created"],
     ]
-    await assert_frequency(client, case, 1, "maintenance")
-    rows = await history(client, case)
-    assert [(r["source"], r["sessions_per_week"]) for r in rows] == [
-        ("initial", 3),
-        ("policy", 2),
-        ("policy", 1),
-    ]
-
-
-@pytest.mark.postgres_only
-async def test_a_batch_cancelled_by_the_statement_timeout_is_a_503_and_stores_nothing(
-    settings: Settings, engine: AsyncEngine, issue_token: Issue, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The policy's read comes after the INSERT, in its transaction: cancelling it rolls the
-    INSERT back."""
-    token = await issue_token("clinician")
-    async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
-        patient = await create_patient(c)
-        slow = "SELECT pg_sleep(1), $1::uuid, $2::int"
-        monkeypatch.setattr(pg_reads, "ACTIVE_COURSES", slow)
-        item = _body()
-        response = await _post_batch(c, patient["id"], [item])
-
-    problem = assert_problem(response, 503)
-    assert problem["type"].endswith("query-timeout")
-    assert await _stored(engine, item["id"]) == 0
-    assert await audit_rows(engine, response.headers["x-request-id"]) == 1
+    await assert_stepped_down_once(client, case)
 
 
 @pytest.mark.postgres_only
@@ -340,16 +315,26 @@ async def test_the_plain_pool_has_the_statement_timeout(settings: Settings) -> N
 
 
 @pytest.mark.postgres_only
+@pytest.mark.parametrize("batch", [False, True], ids=["one", "batch"])
 async def test_a_recording_cancelled_by_the_statement_timeout_is_a_503_and_stores_nothing(
-    settings: Settings, engine: AsyncEngine, issue_token: Issue, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    engine: AsyncEngine,
+    issue_token: Issue,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: bool,
 ) -> None:
+    """The policy's read is cancelled: before the write of a single POST, after the INSERT of a
+    batch, in its transaction (which rolls the INSERT back)."""
     token = await issue_token("clinician")
     async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
         patient = await create_patient(c)
         slow = "SELECT pg_sleep(1), $1::uuid, $2::int"
         monkeypatch.setattr(pg_reads, "ACTIVE_COURSES", slow)
         body = _body()
-        response = await c.post(f"{API}/patients/{patient['id']}/observations", json=body)
+        if batch:
+            response = await _post_batch(c, patient["id"], [body])
+        else:
+            response = await c.post(f"{API}/patients/{patient['id']}/observations", json=body)
 
     problem = assert_problem(response, 503)
     assert problem["type"].endswith("query-timeout")

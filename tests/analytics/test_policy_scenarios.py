@@ -165,6 +165,17 @@ async def assert_frequency(
     assert (course["sessions_per_week"], course["phase"]) == (sessions_per_week, phase)
 
 
+async def assert_stepped_down_once(client: httpx.AsyncClient, case: Case) -> None:
+    """The responder scenario's second step (2 → 1 a week) was applied once, by the policy."""
+    await assert_frequency(client, case, 1, "maintenance")
+    rows = await history(client, case)
+    assert [(r["source"], r["sessions_per_week"]) for r in rows] == [
+        ("initial", 3),
+        ("policy", 2),
+        ("policy", 1),
+    ]
+
+
 async def assert_unchanged(client: httpx.AsyncClient, case: Case) -> None:
     """Still at its initial 3 a week, with nothing but the initial row in its history."""
     await assert_frequency(client, case, 3, "induction")
@@ -689,13 +700,7 @@ async def test_concurrent_recordings_apply_a_step_down_once(
     )
 
     assert [r.status_code for r in responses] == [201, 201]
-    await assert_frequency(client, case, 1, "maintenance")
-    rows = await history(client, case)
-    assert [(r["source"], r["sessions_per_week"]) for r in rows] == [
-        ("initial", 3),
-        ("policy", 2),
-        ("policy", 1),
-    ]
+    await assert_stepped_down_once(client, case)
 
 
 async def test_a_batch_of_replays_only_does_not_evaluate(
