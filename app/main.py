@@ -18,6 +18,7 @@ from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
 from app.audit.router import router as audit_router
 from app.auth.access import authorize
+from app.auth.revocations import RevocationListener
 from app.auth.router import router as tokens_router
 from app.auth.service import TokenCache
 from app.core import pg
@@ -149,6 +150,14 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _revocation_listener(settings: Settings, cache: TokenCache) -> RevocationListener | None:
+    """PostgreSQL, with the cache on: hear revocations as they commit (app/auth/revocations)."""
+    dsn = pg.postgres_dsn(settings)
+    if dsn is None or settings.token_cache_seconds <= 0 or settings.token_cache_pushed_seconds <= 0:
+        return None
+    return RevocationListener(dsn, cache)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -161,6 +170,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_sessionmaker = create_read_sessionmaker(engine)
         app.state.raw_pool = await pg.create_pool(settings)  # None on SQLite
+        listener = app.state.revocations = _revocation_listener(settings, app.state.token_cache)
+        if listener is not None:
+            listener.start()
         _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
@@ -169,6 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
+            if listener is not None:
+                await listener.stop()
             if app.state.raw_pool is not None:
                 await app.state.raw_pool.close()
             await engine.dispose()
@@ -181,7 +195,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={422: _problem},
     )
     app.state.settings = settings
-    app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
+    app.state.token_cache = TokenCache(
+        ttl=settings.token_cache_seconds, pushed_ttl=settings.token_cache_pushed_seconds
+    )
     install_error_handlers(app)
     app.add_exception_handler(405, _method_not_allowed)
     # Middlewares, innermost first (the last added runs first): limits answer before the app

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.errors import TokenNotFound, Unauthenticated
 from app.auth.models import ApiToken
+from app.auth.revocations import notify_revoked
 from app.auth.tokens import new_token, token_hash
 from app.core import pg
 from app.core.db import utcnow
@@ -33,24 +34,33 @@ class Principal:
 
 
 class TokenCache:
-    """A short-lived, bounded cache of resolved tokens, so most requests skip the token query.
+    """A bounded cache of resolved tokens, so most requests skip the token query.
 
     Entries live ``ttl`` seconds: a revocation elsewhere (another worker or machine) takes
-    effect within that time, and at once in the process that revoked it (``forget``).
+    effect within that time, and at once in the process that revoked it (``forget``). While
+    the process hears every revocation as it commits (PostgreSQL: app/auth/revocations.py,
+    ``listening``), entries live ``pushed_ttl`` seconds instead: a revocation then takes effect
+    at once everywhere, and the TTL only bounds what an unnoticed failure could cost.
     Unknown tokens are never cached, so guessing cannot fill it.
     """
 
-    def __init__(self, ttl: float = 1.0, size: int = 10_000) -> None:
+    def __init__(self, ttl: float = 1.0, size: int = 10_000, pushed_ttl: float = 0) -> None:
         self.ttl = ttl
+        self.pushed_ttl = pushed_ttl
         self.size = size
+        self.listening = False
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, digest: str) -> Principal | None:
         entry = self._entries.get(digest)
         if entry is None:
             return None
         stored_at, principal = entry
-        if time.monotonic() - stored_at > self.ttl:
+        ttl = self.pushed_ttl if self.listening and self.pushed_ttl > 0 else self.ttl
+        if time.monotonic() - stored_at > ttl:
             del self._entries[digest]
             return None
         return principal
@@ -66,6 +76,15 @@ class TokenCache:
     def forget(self, token_id: uuid.UUID) -> None:
         for digest in [d for d, (_, p) in self._entries.items() if p.token_id == token_id]:
             del self._entries[digest]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def hear_revocations(self, listening: bool) -> None:
+        """Start or stop trusting entries for ``pushed_ttl``. Either way the cache is emptied:
+        a revocation may have gone unheard while the process was not listening."""
+        self.listening = listening
+        self.clear()
 
 
 # Built once: this query runs on every request the cache misses; on PostgreSQL it runs on the
@@ -123,6 +142,9 @@ class TokenService:
         )
         if result.first() is None and await self.session.get(ApiToken, token_id) is None:
             raise TokenNotFound(f"No token with id {token_id}.")
+        if self.session.get_bind().dialect.name == "postgresql":
+            # Every listening process forgets the token when (and only if) this commits.
+            await notify_revoked(self.session, token_id)
         cache = self.cache
         if cache is not None:
             cache.forget(token_id)

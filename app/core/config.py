@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Resolved tokens are cached this long per process: a revocation made in another process
     # takes effect within it (at once in the process that revoked). 0 turns the cache off.
     token_cache_seconds: float = 1.0
+    # On PostgreSQL each process also hears revocations as they commit (LISTEN/NOTIFY): while
+    # it does, it keeps tokens this long instead (0: never longer than token_cache_seconds).
+    token_cache_pushed_seconds: float = Field(300, ge=0)
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: list[str] = []
     # Limits (app/core/limits.py). A request body over this many bytes is a 413 (a batch of

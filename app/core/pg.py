@@ -44,17 +44,24 @@ async def _keep_session_state(_connection: Any) -> None:
     """Nothing to reset: statements on this pool never change session state."""
 
 
+def postgres_dsn(settings: Settings) -> str | None:
+    """The database URL as asyncpg takes it; None when the database is not PostgreSQL."""
+    url = settings.async_database_url
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def create_pool(settings: Settings) -> Pool | None:
     """The pool of a PostgreSQL deployment (None on SQLite). Sized like SQLAlchemy's, opened
     lazily (no connection at start-up, as SQLAlchemy's engine), with the same statement
     timeout."""
-    url = settings.async_database_url
-    if url.get_backend_name() != "postgresql":
+    dsn = postgres_dsn(settings)
+    if dsn is None:
         return None
     server_settings = {}
     if settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(int(settings.db_statement_timeout_ms))
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     pool: Pool = await asyncpg.create_pool(
         dsn,
         min_size=0,

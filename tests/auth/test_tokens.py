@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401  (every table in Base.metadata)
 from app.auth.models import ApiToken
-from app.auth.service import TokenService
+from app.auth.service import Principal, TokenCache, TokenService
 from app.core.config import Settings
 from app.core.db import Base
 from app.main import create_app
@@ -459,3 +459,103 @@ async def test_admins_list_tokens_without_secrets_or_hashes(
     assert issued["token"] not in listing.text
     assert not any(d in listing.text for d in digests)
     assert (await client.get(f"{API}/tokens")).status_code == 403
+
+
+# --- Revocations pushed to every process (PostgreSQL LISTEN/NOTIFY) ---------------------------
+
+
+def _principal() -> Principal:
+    return Principal(uuid.uuid4(), "clinician", None, None)
+
+
+def test_the_cache_keeps_tokens_longer_only_while_it_hears_revocations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("app.auth.service.time.monotonic", lambda: clock[0])
+    cache = TokenCache(ttl=1.0, pushed_ttl=300.0)
+    principal = _principal()
+
+    cache.put("a", principal)
+    clock[0] = 2.0
+    assert cache.get("a") is None  # not listening: the short TTL
+
+    cache.hear_revocations(True)
+    cache.put("a", principal)
+    clock[0] = 200.0
+    assert cache.get("a") == principal  # listening: the long one
+
+    cache.hear_revocations(False)  # a revocation may go unheard from now on
+    assert len(cache) == 0
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> bool:
+    """Whether ``check`` turns true within ``seconds`` (notifications arrive asynchronously)."""
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _listening(app: FastAPI) -> bool:
+    return bool(app.state.token_cache.listening)
+
+
+@pytest.mark.postgres_only
+async def test_a_revocation_reaches_every_listening_process_at_once(
+    settings: Settings, issue_token: Issue
+) -> None:
+    """Both processes would trust their copy for an hour: only the notification, delivered when
+    the revocation commits, can make the other one refuse the token."""
+    hour = settings.model_copy(
+        update={"token_cache_seconds": 3600, "token_cache_pushed_seconds": 3600}
+    )
+    app_a, app_b = create_app(hour), create_app(hour)
+    admin_token = await issue_token("admin")
+    async with (
+        app_a.router.lifespan_context(app_a),
+        app_b.router.lifespan_context(app_b),
+        _client(app_a, admin_token) as admin_a,
+    ):
+        assert await _eventually(lambda: _listening(app_a))
+        assert await _eventually(lambda: _listening(app_b))
+        issued = await issue(admin_a, role="clinician")
+        async with _client(app_b, issued["token"]) as victim_b:
+            assert (await victim_b.get(f"{API}/patients")).status_code == 200  # B caches it
+            assert len(app_b.state.token_cache) > 0
+            assert (await admin_a.delete(f"{TOKENS}/{issued['id']}")).status_code == 204
+
+            async def refused() -> bool:
+                return (await victim_b.get(f"{API}/patients")).status_code == 401
+
+            assert await _eventually(refused)
+
+
+@pytest.mark.postgres_only
+async def test_a_lost_listener_empties_the_cache_until_it_listens_again(
+    settings: Settings, engine: AsyncEngine, issue_token: Issue
+) -> None:
+    application = create_app(settings)
+    token = await issue_token("clinician")
+    async with (
+        application.router.lifespan_context(application),
+        _client(application, token) as client,
+    ):
+        cache = application.state.token_cache
+        assert await _eventually(lambda: _listening(application))
+        assert (await client.get(f"{API}/patients")).status_code == 200
+        assert len(cache) == 1
+        async with engine.connect() as admin:  # a restart or failover, as the listener sees it
+            pid = application.state.revocations.backend_pid
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        async def deaf_and_empty() -> bool:
+            return not cache.listening and len(cache) == 0
+
+        async def listening_again() -> bool:
+            return bool(cache.listening) and application.state.revocations.backend_pid != pid
+
+        assert await _eventually(deaf_and_empty, seconds=5)
+        assert await _eventually(listening_again)
+        assert (await client.get(f"{API}/patients")).status_code == 200
