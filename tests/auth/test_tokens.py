@@ -12,7 +12,8 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -326,16 +327,10 @@ async def test_revoking_an_unknown_or_malformed_id(admin: httpx.AsyncClient) -> 
 async def test_revocation_reaches_another_process_within_the_cache_ttl(
     settings: Settings, issue_token: Issue
 ) -> None:
-    """Two app instances on one database stand for two processes (workers or machines)."""
+    """Without pushed revocations (SQLite, or switched off), the cache's TTL is the bound."""
     ttl = 0.3
-    fast = settings.model_copy(update={"token_cache_seconds": ttl})
-    app_a, app_b = create_app(fast), create_app(fast)
-    admin_token = await issue_token("admin")
-    async with (
-        app_a.router.lifespan_context(app_a),
-        app_b.router.lifespan_context(app_b),
-        _client(app_a, admin_token) as admin_a,
-    ):
+    overrides = {"token_cache_seconds": ttl, "token_cache_pushed_seconds": 0}
+    async with _two_processes(settings, issue_token, **overrides) as (app_a, app_b, admin_a):
         issued = await issue(admin_a, role="clinician")
         async with (
             _client(app_a, issued["token"]) as victim_a,
@@ -347,6 +342,23 @@ async def test_revocation_reaches_another_process_within_the_cache_ttl(
             # B may answer from its cache until the entry is `ttl` old, never longer.
             await asyncio.sleep(ttl + 0.1)
             assert_unauthenticated(await victim_b.get(f"{API}/patients"))
+
+
+@asynccontextmanager
+async def _two_processes(
+    settings: Settings, issue_token: Issue, **overrides: float
+) -> AsyncIterator[tuple[FastAPI, FastAPI, httpx.AsyncClient]]:
+    """Two app instances on one database stand for two processes (workers or machines); with
+    an admin client of the first."""
+    changed = settings.model_copy(update=overrides)
+    app_a, app_b = create_app(changed), create_app(changed)
+    admin_token = await issue_token("admin")
+    async with (
+        app_a.router.lifespan_context(app_a),
+        app_b.router.lifespan_context(app_b),
+        _client(app_a, admin_token) as admin_a,
+    ):
+        yield app_a, app_b, admin_a
 
 
 def _client(app: FastAPI, token: str) -> httpx.AsyncClient:
@@ -508,16 +520,8 @@ async def test_a_revocation_reaches_every_listening_process_at_once(
 ) -> None:
     """Both processes would trust their copy for an hour: only the notification, delivered when
     the revocation commits, can make the other one refuse the token."""
-    hour = settings.model_copy(
-        update={"token_cache_seconds": 3600, "token_cache_pushed_seconds": 3600}
-    )
-    app_a, app_b = create_app(hour), create_app(hour)
-    admin_token = await issue_token("admin")
-    async with (
-        app_a.router.lifespan_context(app_a),
-        app_b.router.lifespan_context(app_b),
-        _client(app_a, admin_token) as admin_a,
-    ):
+    hour = {"token_cache_seconds": 3600, "token_cache_pushed_seconds": 3600}
+    async with _two_processes(settings, issue_token, **hour) as (app_a, app_b, admin_a):
         assert await _eventually(lambda: _listening(app_a))
         assert await _eventually(lambda: _listening(app_b))
         issued = await issue(admin_a, role="clinician")
