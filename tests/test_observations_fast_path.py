@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -176,6 +176,34 @@ async def test_both_paths_answer_store_and_audit_a_batch_alike(
     assert (fast_audit[0]["status"], fast_audit[0]["action"]) == (200, "create")
     # PostgreSQL stored the plain batch past SQLAlchemy; SQLite has only the general path.
     assert (through_sqlalchemy == []) is (engine.dialect.name == "postgresql")
+
+
+async def test_every_field_of_a_batch_item_is_stored_exactly_and_a_replay_is_all_duplicates(
+    client: httpx.AsyncClient,
+) -> None:
+    """Optional fields set on some items and not others (a column of values and NULLs), a
+    fractional value, a moment given in another offset."""
+    patient = await create_patient(client)
+    items = [
+        _body() | {"instrument": "rom-lumbar-flexion", "value": 37.25, "context": "movement"},
+        _body() | {"source": "device", "note": "après la marche, ça tire"},
+        _body() | {"recorded_at": "2026-01-05T09:30:00.123456+02:00", "context": "morning"},
+    ]
+
+    created = await _post_batch(client, patient["id"], items)
+    replayed = await _post_batch(client, patient["id"], items)
+
+    assert [r["status"] for r in _results(created)] == ["created"] * 3
+    assert [r["status"] for r in _results(replayed)] == ["duplicate"] * 3
+    listed = await _listed(client, patient["id"])
+    for item in items:
+        stored = listed[item["id"]]
+        assert stored["value"] == item["value"]
+        assert datetime.fromisoformat(stored["recorded_at"]) == datetime.fromisoformat(
+            item["recorded_at"]
+        )
+        for name in ("instrument", "context", "source", "note"):
+            assert stored[name] == item.get(name), name
 
 
 async def test_new_repeated_and_clashing_ids_are_resolved_as_on_the_general_path(
