@@ -9,6 +9,7 @@ a new statement for every batch, built and compiled on every request (1,100 boun
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -40,6 +41,22 @@ COLUMNS: tuple[str, ...] = tuple(column.key for column in TABLE.columns)
 BATCH_COLUMNS = ("patient_id", "received_at")
 # The columns each item brings, in table order: an item given to ``insert_*`` has each of them.
 ITEM_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in BATCH_COLUMNS)
+
+
+def unnest_columns(items: Sequence[Mapping[str, Any]]) -> dict[str, list[Any] | None]:
+    """The arguments of an unnest INSERT (``insert_unnest`` and its raw twin in
+    app/observations/fast_record.py): one array per name of ``ITEM_COLUMNS``, in that order.
+
+    Items go in id order, so two batches sharing ids in different orders lock them in the same
+    order and wait for each other instead of deadlocking. A column NULL in every item (often
+    context, note…) goes as one NULL (unnest() pads it).
+    """
+    ordered = sorted(items, key=lambda item: item["id"].int)
+    columns: dict[str, list[Any] | None] = {}
+    for name in ITEM_COLUMNS:
+        column = [item[name] for item in ordered]
+        columns[name] = None if all(value is None for value in column) else column
+    return columns
 
 
 def _array(name: str) -> BindParameter[Any]:

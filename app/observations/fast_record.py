@@ -50,7 +50,7 @@ from app.auth.rules import AccessRecord
 from app.core.db import new_id
 from app.core.pg import Connection, Pool, connection
 from app.idempotency.middleware import CLAIM
-from app.observations.bulk import ITEM_COLUMNS
+from app.observations.bulk import unnest_columns
 from app.observations.schemas import ObservationCreate
 from app.patients.errors import PatientNotFound
 
@@ -93,8 +93,7 @@ SELECT EXISTS (SELECT FROM stored)
 """
 
 # bulk.insert_unnest()'s SQL, written out for the raw connection: every item of a batch in one
-# statement, $3–$11 one array per name of bulk.ITEM_COLUMNS, in that order (a column NULL in
-# every item may be one NULL: unnest() pads it). Returns the ids it stored.
+# statement, $3–$11 the arrays of bulk.unnest_columns(). Returns the ids it stored.
 _INSERT = """
 INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
                           course_id, session_id, context, source, note)
@@ -138,7 +137,8 @@ Batch = tuple[set[uuid.UUID], dict[uuid.UUID, dict[str, Any]]]
 
 @dataclass(frozen=True, slots=True)
 class FastRecorder:
-    """Records one observation in two statements; built per request by the router."""
+    """Records one observation in two statements, or a batch in one transaction, on the plain
+    pool; built per request by the router."""
 
     pool: Pool
     access: AccessRecord  # the request's audit record: its row is written with the observation
@@ -179,10 +179,7 @@ class FastRecorder:
         unless their id is already stored, with the policy's changes and the request's audit
         row, in one transaction: the ids that were new, and the stored rows (by column name)
         of the others. 404 for an unknown patient, with nothing written."""
-        # In id order, as ObservationRepository.insert_many: two batches sharing ids wait for
-        # each other instead of deadlocking.
-        items = sorted(items, key=lambda item: item["id"].int)
-        arrays = [_array([item[name] for item in items]) for name in ITEM_COLUMNS]
+        arrays = unnest_columns(items).values()  # in id order, as insert_many
         async with connection(self.pool) as conn, conn.transaction():
             try:
                 records = await conn.fetch(_INSERT, patient_id, received_at, *arrays)
@@ -255,11 +252,6 @@ def _change_arrays(changes: list[tuple[PolicyCourse, FrequencyChangeValues]]) ->
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     return columns
-
-
-def _array(column: list[Any]) -> list[Any] | None:
-    """A column of ``_INSERT``: NULL when NULL in every item (often context, note…)."""
-    return None if all(value is None for value in column) else column
 
 
 async def _apply_policy(conn: Connection, patient_id: uuid.UUID, now: datetime) -> None:

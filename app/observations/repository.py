@@ -46,15 +46,9 @@ class ObservationRepository:
             return set()
         dialect = self.session.get_bind().dialect.name
         if dialect == "postgresql":
-            # INSERT … SELECT … FROM unnest(…): one array per column. Rows are inserted (and
-            # their ids locked) in id order, so two batches sharing ids in different orders
-            # wait for each other instead of deadlocking.
-            items = sorted(items, key=lambda item: item["id"].int)
+            # INSERT … SELECT … FROM unnest(…): one array per column, items in id order.
             params: dict[str, Any] = {"patient_id": patient_id, "received_at": received_at}
-            for name in bulk.ITEM_COLUMNS:
-                column = [item[name] for item in items]
-                # A column NULL in every item (often context, note…) goes as one NULL.
-                params[name] = None if all(v is None for v in column) else column
+            params.update(bulk.unnest_columns(items))
             return set((await self.session.scalars(bulk.insert_unnest(), params)).all())
         if dialect == "sqlite":
             # One row's INSERT for every item (SQLAlchemy's insertmanyvalues: a few multi-row
