@@ -1,6 +1,7 @@
-"""Recording observations on PostgreSQL's plain pool (app/observations/fast_record.py): one in
-two statements, a batch in one transaction. Either stores, answers and audits exactly as the
-general path does, and its failures are the same retryable 503s, with nothing stored.
+"""Recording observations on PostgreSQL's plain pool (app/observations/fast_record.py): one
+observation or a batch in one statement, and a second when the policy changes a frequency.
+Either stores, answers, audits and applies the policy exactly as the general path does, and
+its failures are the same retryable 503s, with nothing stored.
 
 The rest of the suite exercises the path too: on PostgreSQL every POST of an observation (or a
 batch) that names no course or session and carries no Idempotency-Key takes it. The tests here
@@ -22,10 +23,10 @@ import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.analytics import pg_reads
 from app.core import pg
 from app.core.config import Settings
 from app.core.limits import ServiceUnavailable
+from app.observations import fast_record
 from app.observations.models import Observation
 from tests.analytics.test_policy_scenarios import (
     RESPONDER,
@@ -302,23 +303,20 @@ async def test_a_batch_that_steps_a_course_down_applies_the_change_once(
 async def test_concurrent_batches_apply_a_step_down_once(
     client: httpx.AsyncClient, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On PostgreSQL both batches read the course (at 2 a week) before either writes, so both
-    decide the same step: the compare-and-set lets one apply it. SQLite runs them one after the
-    other (the second then finds nothing to change)."""
+    """On PostgreSQL both batches are stored, each reading the course (at 2 a week) in its
+    write, before either decides: both decide the same step, and the compare-and-set lets one
+    apply it. SQLite runs them one after the other (the second then finds nothing to change)."""
     case = await scenario(client, engine, values=RESPONDER)
     await backdate(engine, case, "policy", moment(SEVEN_DAYS + timedelta(seconds=5)))
-    read = pg_reads.active_courses
-    both_read = asyncio.Barrier(2)
+    apply = fast_record._apply_policy
+    both_stored = asyncio.Barrier(2)
 
-    async def read_together(
-        conn: Any, patient_id: uuid.UUID
-    ) -> tuple[pg_reads.Inputs, pg_reads.Rows]:
-        inputs = await read(conn, patient_id)
+    async def apply_together(*args: Any) -> None:
         async with asyncio.timeout(5):
-            await both_read.wait()
-        return inputs
+            await both_stored.wait()
+        await apply(*args)
 
-    monkeypatch.setattr(pg_reads, "active_courses", read_together)
+    monkeypatch.setattr(fast_record, "_apply_policy", apply_together)
 
     responses = await asyncio.gather(
         *(
@@ -351,13 +349,15 @@ async def test_a_recording_cancelled_by_the_statement_timeout_is_a_503_and_store
     monkeypatch: pytest.MonkeyPatch,
     batch: bool,
 ) -> None:
-    """The policy's read is cancelled: before the write of a single POST, after the INSERT of a
-    batch, in its transaction (which rolls the INSERT back)."""
+    """The one statement that writes (and reads what the policy needs) is cancelled: nothing of
+    it is kept."""
     token = await issue_token("clinician")
     async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
         patient = await create_patient(c)
-        slow = "SELECT pg_sleep(1), $1::uuid, $2::int"
-        monkeypatch.setattr(pg_reads, "ACTIVE_COURSES", slow)
+        name = "_INSERT" if batch else "_RECORD"
+        slow = getattr(fast_record, name).replace("(SELECT) one", "(SELECT pg_sleep(1)) one")
+        assert slow != getattr(fast_record, name)
+        monkeypatch.setattr(fast_record, name, slow)
         body = _body()
         if batch:
             response = await _post_batch(c, patient["id"], [body])
@@ -407,10 +407,12 @@ async def test_a_recording_after_the_database_dropped_a_connection_is_stored_onc
 
 
 class _Pool:
-    """A pool whose one connection fails with ``error`` (for pg.connection's mapping)."""
+    """A pool of one connection, open or closed, that fails as a test says (for
+    pg.connection's mapping)."""
 
-    def __init__(self) -> None:
+    def __init__(self, closed: bool = True) -> None:
         self.terminated = False
+        self.closed = closed
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[_Pool]:
@@ -418,6 +420,9 @@ class _Pool:
 
     def terminate(self) -> None:
         self.terminated = True
+
+    def is_closed(self) -> bool:
+        return self.closed
 
 
 LOST = "database-unavailable"
@@ -447,7 +452,16 @@ async def test_the_plain_pool_maps_a_lost_connection_or_a_timeout_to_a_503(
     assert pool.terminated is terminated  # a connection in an unknown state is not reused
 
 
-async def test_the_plain_pool_lets_other_database_errors_through() -> None:
-    with pytest.raises(asyncpg.ForeignKeyViolationError):
-        async with pg.connection(_Pool()):
-            raise asyncpg.ForeignKeyViolationError("insert violates foreign key")
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.ForeignKeyViolationError("insert violates foreign key"),
+        asyncpg.InterfaceError("the server expects 23 arguments for this query, 21 were passed"),
+    ],
+    ids=["constraint", "misuse"],
+)
+async def test_the_plain_pool_lets_other_database_errors_through(error: Exception) -> None:
+    """Not a 503: a retry would fail the same way."""
+    with pytest.raises(type(error)):
+        async with pg.connection(_Pool(closed=False)):
+            raise error

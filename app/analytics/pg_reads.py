@@ -1,11 +1,16 @@
-"""Analytics' two hottest reads, as single statements on the plain asyncpg pool (PostgreSQL).
+"""What the policy and the trend reads need, as single statements on the plain asyncpg pool
+(PostgreSQL).
 
 Recording an observation (app/observations/fast_record.py) and reading a patient's trends need
 the same things: course rows with their policy facts (``CourseFacts``) and the patient's values
 from the course window on. Through SQLAlchemy these were two statements of about 0.2 ms of
-Python each; here they are one, with the values as three arrays (instrument, recorded_at,
-value) that asyncpg decodes in C. The SQL is that of AnalyticsRepository's constants
-(``_ACTIVE_COURSES``, ``_TRENDS_COURSE``, ``_NAMED_COURSE``, ``_VALUES_SINCE``), written out.
+Python each; here they are parts of one, with the values as three arrays (instrument,
+recorded_at, value) that asyncpg decodes in C: a recording's write returns them
+(``written_then_active_courses``), and a trend read is one statement with its audit row
+(``TRENDS_COURSE_AUDITED``). The SQL is that of AnalyticsRepository's constants
+(``_ACTIVE_COURSES``, ``_TRENDS_COURSE``, ``_NAMED_COURSE``, ``_VALUES_SINCE``), written out;
+the statements are put together from these constant fragments only (no input is ever
+interpolated, hence the ``noqa: S608``).
 
 The window is widened to the longest of the installed policies' ``window_days_before_start``:
 the statement runs before the course, and so its policy, is known. Each trend keeps the values
@@ -45,8 +50,8 @@ _COURSE_WITH_FACTS = """
 """
 
 # The patient's values from the earliest start of the `courses` CTE's windows ($2 days before
-# its start date, UTC midnight), oldest first, as three arrays; and each course with them.
-_WITH_WINDOW = """
+# its start date, UTC midnight), oldest first, as three arrays.
+_WINDOW = """
 windowed AS (
     SELECT o.instrument, o.recorded_at, o.value
       FROM observations o
@@ -54,31 +59,63 @@ windowed AS (
        AND o.recorded_at >= (SELECT (min(start_date) - $2::int)::timestamp AT TIME ZONE 'UTC'
                                FROM courses)
      ORDER BY o.recorded_at
-)
-SELECT k.id, k.patient_id, k.start_date, k.policy, k.status, k.adjustment,
+),
+window_values AS (
+    SELECT array_agg(instrument) AS instruments, array_agg(recorded_at) AS times,
+           array_agg(value) AS vals
+      FROM windowed
+)"""
+
+# A row of _read(): the course's columns, its facts, the window's arrays.
+_COLUMNS = """
+       k.id, k.patient_id, k.start_date, k.policy, k.status, k.adjustment,
        k.sessions_per_week, k.sessions_done, k.max_sessions,
        k.last_change_source, k.last_change_at, k.first_session_at, k.latest_adverse_events,
-       w.instruments, w.times, w.vals
-  FROM courses k
- CROSS JOIN (SELECT array_agg(instrument) AS instruments, array_agg(recorded_at) AS times,
-                    array_agg(value) AS vals
-               FROM windowed) w
- ORDER BY k.start_date DESC, k.created_at DESC
-"""
+       w.instruments, w.times, w.vals"""
+
+_ORDER = "ORDER BY k.start_date DESC, k.created_at DESC"
 
 # The patient's active courses, newest first (the ones new data concerns).
-ACTIVE_COURSES = f"""
-WITH courses AS ({_COURSE_WITH_FACTS} WHERE c.patient_id = $1 AND c.status = 'active'),
-{_WITH_WINDOW}"""
+_ACTIVE = f"""
+courses AS ({_COURSE_WITH_FACTS} WHERE c.patient_id = $1 AND c.status = 'active'),
+{_WINDOW}"""
 
 # The course a trend read is about: the one named ($3, if it is the patient's), else the
-# active one, else the latest.
-TRENDS_COURSE = f"""
+# active one, else the latest; with `audited`, the request's audit row when there is one.
+_TRENDS_COURSE = f"""
 WITH courses AS ({_COURSE_WITH_FACTS}
      WHERE c.patient_id = $1 AND ($3::uuid IS NULL OR c.id = $3::uuid)
      ORDER BY (c.status = 'active') DESC, c.start_date DESC, c.created_at DESC
      LIMIT 1),
-{_WITH_WINDOW}"""
+{_WINDOW}{{audited}}
+SELECT {_COLUMNS}
+  FROM courses k CROSS JOIN window_values w"""  # noqa: S608
+TRENDS_COURSE = _TRENDS_COURSE.format(audited="")
+# $4–$14: the audit row's values, in the order of app.audit.service.AUDIT_COLUMNS.
+TRENDS_COURSE_AUDITED = _TRENDS_COURSE.format(
+    audited=""",
+audited AS (
+    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
+                              patient_id, outcome, status, request_id)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT FROM courses)
+)"""
+)
+
+
+def written_then_active_courses(writes: str, outcome: str) -> str:
+    """One statement: a write's CTEs (``writes``, each ``name AS (...)``, with $1 the patient and
+    $2 reserved for the window), then what the policy reads about the patient's active
+    courses, as ``ACTIVE_COURSES`` would have read it just before the write (every part of a
+    statement sees the same snapshot: the written rows are not among the values). One row per
+    course, or one row of NULL course columns when there is none, each ending with the
+    ``outcome`` columns (which read the write's CTEs)."""
+    return f"""
+WITH {writes},
+{_ACTIVE}
+SELECT {_COLUMNS}, {outcome}
+  FROM (SELECT) one LEFT JOIN courses k ON true CROSS JOIN window_values w
+ {_ORDER}"""  # noqa: S608
+
 
 Inputs = list[tuple[PolicyCourse, CourseFacts]]
 Rows = list[tuple[str, datetime, float]]
@@ -89,22 +126,28 @@ def window_days() -> int:
     return max(p.window_days_before_start for p in policies().values())
 
 
-async def active_courses(conn: Connection, patient_id: uuid.UUID) -> tuple[Inputs, Rows]:
-    """The patient's active courses with their facts, and the values of their windows."""
-    return _read(await conn.fetch(ACTIVE_COURSES, patient_id, window_days()))
-
-
 async def trends_course(
-    conn: Connection, patient_id: uuid.UUID, course_id: uuid.UUID | None
+    conn: Connection,
+    patient_id: uuid.UUID,
+    course_id: uuid.UUID | None,
+    audit_row: Sequence[object] = (),
 ) -> tuple[Inputs, Rows]:
-    """The course of a trend read (none when the patient has none, or not the one named)."""
-    return _read(await conn.fetch(TRENDS_COURSE, patient_id, window_days(), course_id))
+    """The course of a trend read (none when the patient has none, or not the one named); with
+    ``audit_row`` (AUDIT_COLUMNS' values), written when there is a course to answer with."""
+    statement = TRENDS_COURSE_AUDITED if audit_row else TRENDS_COURSE
+    return read_inputs(
+        await conn.fetch(statement, patient_id, window_days(), course_id, *audit_row)
+    )
 
 
-def _read(records: Sequence[Any]) -> tuple[Inputs, Rows]:
+def read_inputs(records: Sequence[Any]) -> tuple[Inputs, Rows]:
+    """The courses (skipping a row of NULL course columns) and the window's values, of rows
+    of ``_COLUMNS`` (followed by anything)."""
     courses = []
     for record in records:
         values = tuple(record)
+        if values[0] is None:  # written_then_active_courses() found no course
+            continue
         events = values[12]  # json: asyncpg returns the text
         facts = CourseFacts(
             last_change_source=values[9],

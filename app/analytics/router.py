@@ -31,13 +31,15 @@ ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
 async def patient_trends(
     patient_id: uuid.UUID,
     service: ServiceDep,
+    request: Request,
     course_id: Annotated[
         uuid.UUID | None, Query(description="Default: the active course, else the latest.")
     ] = None,
     instrument: Annotated[InstrumentCode | None, Query(description="Only this instrument.")] = None,
 ) -> TrendsRead:
     """Each instrument's response trend within a course (definitions in ANALYTICS.md)."""
-    analysis = await service.trends(patient_id, course_id)
+    # Its audit row is written with the read (request.state.access: set by `authorize`).
+    analysis = await service.trends(patient_id, course_id, request.state.access)
     if analysis is None:
         return TrendsRead(
             patient_id=patient_id, course_id=None, status="insufficient-data", instruments=[]

@@ -30,6 +30,8 @@ from app.analytics.trends import (
     primary_instrument,
     window_start,
 )
+from app.audit.service import audit_values
+from app.auth.rules import AccessRecord
 from app.core import pg
 from app.core.db import utcnow
 from app.courses.errors import CourseNotFound
@@ -152,7 +154,10 @@ class AnalyticsService:
             await self.repo.change_frequency(course, change, now)
 
     async def trends(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
+        self,
+        patient_id: uuid.UUID,
+        course_id: uuid.UUID | None,
+        access: AccessRecord | None = None,
     ) -> CourseAnalysis | None:
         """The analysis of the course asked for (default: the active course, else the latest);
         None when the patient has no course. 404 for an unknown patient or another's course.
@@ -162,10 +167,15 @@ class AnalyticsService:
         from "no patient".
         """
         rows: pg_reads.Rows | None = None
-        if self.pool is not None:  # one statement: the course, its facts and its values
+        if self.pool is not None:
+            # One statement: the course, its facts, its values and, when there is a course to
+            # answer with, the request's audit row (``access``).
+            audit_row = () if access is None else audit_values(access, 200)
             async with pg.connection(self.pool) as conn:
-                courses, rows = await pg_reads.trends_course(conn, patient_id, course_id)
+                courses, rows = await pg_reads.trends_course(conn, patient_id, course_id, audit_row)
             found = courses[0] if courses else None
+            if found is not None and access is not None:
+                access.written = True
         else:
             found = await self.repo.course_for_trends(patient_id, course_id)
         if found is None:

@@ -58,6 +58,12 @@ def audit_event(record: AccessRecord, status: int) -> dict[str, object]:
     )
 
 
+def audit_values(record: AccessRecord, status: int) -> tuple[object, ...]:
+    """The row's values in the order of AUDIT_COLUMNS: the parameters of a raw statement."""
+    event = audit_event(record, status)
+    return tuple(event[name] for name in AUDIT_COLUMNS)
+
+
 def audit_request(request: Request, record: AccessRecord) -> None:
     """Exactly one audit row for this request, whatever its outcome.
 
@@ -73,12 +79,11 @@ def audit_request(request: Request, record: AccessRecord) -> None:
     async def on_success(session: AsyncSession, status: int) -> None:
         if record.written:
             return
-        event = audit_event(record, status)
         if pool is None:
-            await session.execute(_INSERT_EVENT, event)
+            await session.execute(_INSERT_EVENT, audit_event(record, status))
             return
         async with pg.connection(pool) as conn:
-            await conn.execute(INSERT_EVENT_SQL, *(event[name] for name in AUDIT_COLUMNS))
+            await conn.execute(INSERT_EVENT_SQL, *audit_values(record, status))
 
     async def on_failure(status: int) -> None:
         if record.written:  # the write and its row committed before the request failed

@@ -34,7 +34,6 @@ _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
     asyncpg.AdminShutdownError,
     asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,  # "connection is closed"
     asyncpg.InternalClientError,  # see connection()
     OSError,  # refused, reset
 )
@@ -84,6 +83,12 @@ async def connection(pool: Pool) -> AsyncIterator[Connection]:
                 # E.g. a statement sent just as the server closed the connection (a restart):
                 # the protocol's state is unknown, so the connection is never reused.
                 conn.terminate()
+                raise
+            except asyncpg.InterfaceError as exc:
+                # "connection is closed" is a lost connection; on an open one it is a bug (the
+                # wrong number of arguments, say), not a reason for the client to retry.
+                if conn.is_closed():
+                    raise DatabaseUnavailable("The database connection was lost; retry.") from exc
                 raise
     except asyncpg.QueryCanceledError as exc:  # statement_timeout
         raise QueryTimeout("The database took too long to answer; retry later.") from exc

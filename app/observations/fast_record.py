@@ -1,34 +1,32 @@
-"""Recording observations on PostgreSQL on the plain asyncpg pool: one in two statements, a
-batch in one transaction.
+"""Recording observations on PostgreSQL on the plain asyncpg pool, one round trip for the
+common case.
 
 ``POST /patients/{id}/observations`` is the service's most frequent request (every app and
-device posts scores). Through a SQLAlchemy session it took BEGIN, the INSERT, the policy's two
-reads, the audit INSERT and COMMIT: six round trips and about 2 ms of the worker's CPU. Here
-it is two statements, each its own transaction:
+device posts scores), and batches are how offline apps catch up. Through a SQLAlchemy session
+a POST took BEGIN, the INSERT, the policy's two reads, the audit INSERT and COMMIT: six round
+trips and about 2 ms of the worker's CPU. Here a POST, or a batch, is one statement (``_RECORD``,
+``_INSERT``) that
 
-1. ``pg_reads.ACTIVE_COURSES`` reads what the frequency policy needs: the patient's active
-   courses with their facts, and the values of their windows as three arrays.
-2. The policy runs in Python on those values plus the new one, and ``_RECORD`` writes, in one
-   atomic statement: the observation, the request's audit row and the frequency changes the
-   policy decided (each a compare-and-set on the frequency the policy saw, as in
-   ``AnalyticsRepository.change_frequency``, and only if the observation was stored).
+1. writes the observations unless their id is taken, and the request's audit row with them
+   (atomic: one statement is one transaction);
+2. returns, in the same round trip, what the frequency policy reads: the patient's active
+   courses with their facts and the window's values as three arrays
+   (``pg_reads.written_then_active_courses``), as they were just before the write.
 
-So the observation, its audit row and the change it causes commit together or not at all, as
-on the general path. Reading before writing sees what READ COMMITTED showed the general path
-(other requests' committed values); the compare-and-set guards the one decision that depends
-on it. The statements are the SQL of the general path's constants (app/analytics/repository.py,
-app/audit/service.py, app/observations/bulk.py), written out once for the raw connection.
+The policy then runs in Python on those values plus the stored new ones, and only when it
+changes a frequency (rarely: about one recording in eight in the benchmark) a second statement
+applies the change, a compare-and-set on the frequency the policy saw, as
+``AnalyticsRepository.change_frequency`` does. That change commits just after the observation
+rather than with it: should the process die in between, the observation, the patient's data,
+is kept and the change is made at the patient's next recording, which re-runs the policy on
+the same values and more. The general path makes the same change in the request's transaction.
 
-The general path (ObservationService.record) still handles what this one does not: SQLite,
-a course or session reference (checked first), an Idempotency-Key (stored with the write), and
-a client id that is already stored (a replay or a clash, told apart by reading it).
-
-A batch (``FastRecorder.record_batch``) cannot decide its policy changes before writing: which
-of its ids are new is only known once they are inserted. So it is one transaction on one raw
-connection running the general path's statements (ObservationService.record_batch): the INSERT
-(``_INSERT``), the stored rows of the ids it skipped, the policy's read and changes when
-something was stored, and the audit row. It saves the SQLAlchemy session and, unless every id
-was already stored, the patient look-up (the INSERT's foreign key answers that).
+The general path (ObservationService.record, record_batch) still handles what this one does
+not: SQLite, a course or session reference (checked first), an Idempotency-Key (stored with
+the write), and for a single POST a client id that is already stored (a replay or a clash,
+told apart by reading it; a batch reads its taken ids' rows here). The statements are the SQL
+of the general path's constants (app/analytics/repository.py, app/audit/service.py,
+app/observations/bulk.py), written out once for the raw connection.
 """
 
 from __future__ import annotations
@@ -43,9 +41,8 @@ import asyncpg
 from fastapi import Request
 
 from app.analytics import pg_reads
-from app.analytics.repository import FrequencyChangeValues, PolicyCourse
 from app.analytics.service import frequency_changes, group_points
-from app.audit.service import AUDIT_COLUMNS, INSERT_EVENT_SQL, audit_event
+from app.audit.service import audit_values
 from app.auth.rules import AccessRecord
 from app.core.db import new_id
 from app.core.pg import Connection, Pool, connection
@@ -54,58 +51,53 @@ from app.observations.bulk import unnest_columns
 from app.observations.schemas import ObservationCreate
 from app.patients.errors import PatientNotFound
 
-# The observation unless its id is taken; then, only if it was stored, its audit row and the
-# policy's changes ($21–$27: one array element per change; empty arrays when none). Returns
+# A request's audit row, its values in the order of AUDIT_COLUMNS.
+_AUDIT_INSERT = """
+    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
+                              patient_id, outcome, status, request_id)"""
+
+# The observation unless its id is taken, and then its audit row; then what the policy reads
+# (pg_reads.written_then_active_courses: $1 the patient, $2 the window). Every row ends with
 # whether the observation was stored.
-_RECORD = """
-WITH stored AS (
+_RECORD = pg_reads.written_then_active_courses(
+    f"""stored AS (
     INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
                               context, source, note)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    VALUES ($3, $1, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ),
-audited AS (
-    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
-                              patient_id, outcome, status, request_id)
-    SELECT $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM stored
-),
-proposed AS (
-    SELECT * FROM unnest($21::uuid[], $22::uuid[], $23::float8[], $24::float8[], $25::text[],
-                         $26::text[], $27::text[])
-        AS p(id, course_id, seen, sessions_per_week, phase, rule, reason)
-),
-changed AS (
-    UPDATE courses c
-       SET sessions_per_week = p.sessions_per_week, phase = p.phase, updated_at = $6
-      FROM proposed p
-     WHERE c.id = p.course_id AND c.status = 'active' AND c.sessions_per_week = p.seen
-       AND EXISTS (SELECT FROM stored)
-    RETURNING c.id
-),
-history AS (
-    INSERT INTO frequency_changes (id, course_id, sessions_per_week, phase, changed_at, source,
-                                   rule, reason)
-    SELECT p.id, p.course_id, p.sessions_per_week, p.phase, $6, 'policy', p.rule, p.reason
-      FROM proposed p JOIN changed ON changed.id = p.course_id
+audited AS ({_AUDIT_INSERT}
+    SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored
+)""",  # noqa: S608
+    "EXISTS (SELECT FROM stored) AS stored",
 )
-SELECT EXISTS (SELECT FROM stored)
-"""
 
-# bulk.insert_unnest()'s SQL, written out for the raw connection: every item of a batch in one
-# statement, $3–$11 the arrays of bulk.unnest_columns(). Returns the ids it stored.
-_INSERT = """
-INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
-                          course_id, session_id, context, source, note)
-SELECT items.id, $1, items.instrument, items.value, items.recorded_at, $2,
-       items.course_id, items.session_id, items.context, items.source, items.note
-  FROM unnest($3::uuid[], $4::varchar(40)[], $5::float8[], $6::timestamptz[], $7::uuid[],
-              $8::uuid[], $9::varchar(10)[], $10::varchar(10)[], $11::text[])
-       AS items(id, instrument, value, recorded_at, course_id, session_id, context, source,
-                note)
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
+# Every item of a batch (bulk.insert_unnest()'s SQL, written out: $4–$12 the arrays of
+# bulk.unnest_columns(), $3 the receipt time) unless its id is taken, and the request's audit
+# row if the patient exists; then what the policy reads. Every row ends with the ids stored
+# and whether the audit row was (if not, the patient is unknown: nothing was stored either,
+# as a new item would have failed the foreign key).
+_INSERT = pg_reads.written_then_active_courses(
+    f"""stored AS (
+    INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
+                              course_id, session_id, context, source, note)
+    SELECT items.id, $1, items.instrument, items.value, items.recorded_at, $3,
+           items.course_id, items.session_id, items.context, items.source, items.note
+      FROM unnest($4::uuid[], $5::varchar(40)[], $6::float8[], $7::timestamptz[], $8::uuid[],
+                  $9::uuid[], $10::varchar(10)[], $11::varchar(10)[], $12::text[])
+           AS items(id, instrument, value, recorded_at, course_id, session_id, context, source,
+                    note)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+),
+audited AS ({_AUDIT_INSERT}
+    SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23
+     WHERE EXISTS (SELECT FROM patients WHERE id = $1)
+    RETURNING id
+)""",  # noqa: S608
+    "ARRAY(SELECT id FROM stored) AS stored_ids, EXISTS (SELECT FROM audited) AS audited",
+)
 
 # The stored observations among the ids $1: what a replay is compared on.
 _STORED = """
@@ -114,8 +106,6 @@ SELECT id, patient_id, instrument, value, recorded_at, course_id, session_id, co
   FROM observations
  WHERE id = ANY($1::uuid[])
 """
-
-_PATIENT_EXISTS = "SELECT EXISTS (SELECT FROM patients WHERE id = $1)"
 
 # One policy change, as AnalyticsRepository.change_frequency makes it: the UPDATE only matches
 # the frequency the policy saw ($6), and the history row ($1) is written only if it matched.
@@ -155,49 +145,54 @@ class FastRecorder:
             "received_at": received_at,
         }
         async with connection(self.pool) as conn:
-            courses, rows = await pg_reads.active_courses(conn, patient_id)
-            changes = _changes(courses, rows, row, received_at)
-            event = audit_event(self.access, 201)
             try:
-                stored = await conn.fetchval(
+                records = await conn.fetch(
                     _RECORD,
+                    patient_id,
+                    pg_reads.window_days(),
                     *(row[name] for name in _OBSERVATION_PARAMS),
-                    *(event[name] for name in AUDIT_COLUMNS),
-                    *_change_arrays(changes),
+                    *audit_values(self.access, 201),
                 )
             except asyncpg.ForeignKeyViolationError as exc:
                 raise PatientNotFound(patient_id) from exc
-        if not stored:
-            return None
-        self.access.written = True
+            if not records[0]["stored"]:
+                return None
+            self.access.written = True
+            courses, rows = pg_reads.read_inputs(records)
+            rows.append((row["instrument"], row["recorded_at"], row["value"]))
+            await _apply_policy(conn, courses, rows, received_at)
         return row
 
     async def record_batch(
         self, patient_id: uuid.UUID, items: Sequence[Mapping[str, Any]], received_at: datetime
     ) -> Batch:
         """Store the patient's ``items`` (each with every column of ``bulk.ITEM_COLUMNS``)
-        unless their id is already stored, with the policy's changes and the request's audit
-        row, in one transaction: the ids that were new, and the stored rows (by column name)
-        of the others. 404 for an unknown patient, with nothing written."""
+        unless their id is already stored, with the request's audit row, then the policy's
+        changes: the ids that were new, and the stored rows (by column name) of the others.
+        404 for an unknown patient, with nothing written."""
         arrays = unnest_columns(items).values()  # in id order, as insert_many
-        async with connection(self.pool) as conn, conn.transaction():
+        async with connection(self.pool) as conn:
             try:
-                records = await conn.fetch(_INSERT, patient_id, received_at, *arrays)
+                records = await conn.fetch(
+                    _INSERT,
+                    patient_id,
+                    pg_reads.window_days(),
+                    received_at,
+                    *arrays,
+                    *audit_values(self.access, 200),
+                )
             except asyncpg.ForeignKeyViolationError as exc:
                 raise PatientNotFound(patient_id) from exc
-            inserted: set[uuid.UUID] = {record["id"] for record in records}
+            if not records[0]["audited"]:
+                raise PatientNotFound(patient_id)
+            self.access.written = True
+            inserted: set[uuid.UUID] = set(records[0]["stored_ids"])
+            if inserted:  # one policy evaluation for the whole batch, counting its values
+                courses, rows = pg_reads.read_inputs(records)
+                rows += [_point(item) for item in items if item["id"] in inserted]
+                await _apply_policy(conn, courses, rows, received_at)
             taken = [item["id"] for item in items if item["id"] not in inserted]
             stored = {r["id"]: dict(r) for r in await conn.fetch(_STORED, taken)} if taken else {}
-            # A row inserted passed the foreign key, and a stored row of the patient proves it
-            # too; otherwise (a batch of ids all taken) the patient is looked up.
-            known = inserted or any(row["patient_id"] == patient_id for row in stored.values())
-            if not known and not await conn.fetchval(_PATIENT_EXISTS, patient_id):
-                raise PatientNotFound(patient_id)
-            if inserted:  # one policy evaluation for the whole batch, seeing its values
-                await _apply_policy(conn, patient_id, received_at)
-            event = audit_event(self.access, 200)
-            await conn.execute(INSERT_EVENT_SQL, *(event[name] for name in AUDIT_COLUMNS))
-        self.access.written = True
         return inserted, stored
 
 
@@ -211,9 +206,9 @@ def fast_recorder(request: Request) -> FastRecorder | None:
     return FastRecorder(pool, access)
 
 
+# _RECORD's $3–$10 ($1 is the patient).
 _OBSERVATION_PARAMS = (
     "id",
-    "patient_id",
     "instrument",
     "value",
     "recorded_at",
@@ -224,39 +219,18 @@ _OBSERVATION_PARAMS = (
 )
 
 
-def _changes(
-    courses: pg_reads.Inputs, rows: pg_reads.Rows, row: dict[str, Any], now: datetime
-) -> list[tuple[PolicyCourse, FrequencyChangeValues]]:
-    """The policy's decisions for the courses read, counting the new value."""
+def _point(item: Mapping[str, Any]) -> tuple[str, datetime, float]:
+    return item["instrument"], item["recorded_at"], item["value"]
+
+
+async def _apply_policy(
+    conn: Connection, courses: pg_reads.Inputs, rows: pg_reads.Rows, now: datetime
+) -> None:
+    """The policy's changes to the courses read, given the window's values and the new ones
+    (``rows``, in any order), each a compare-and-set on the frequency the policy saw."""
     if not courses:
-        return []
-    rows.append((row["instrument"], row["recorded_at"], row["value"]))
-    if len(rows) > 1 and rows[-1][1] < rows[-2][1]:  # a late value: keep the time order
-        rows.sort(key=lambda r: r[1])
-    return frequency_changes(courses, group_points(rows), now)
-
-
-def _change_arrays(changes: list[tuple[PolicyCourse, FrequencyChangeValues]]) -> list[list[Any]]:
-    """``_RECORD``'s $21–$27: one array per column of the proposed changes."""
-    columns: list[list[Any]] = [[] for _ in range(7)]
-    for course, change in changes:
-        values = (
-            new_id(),
-            course.id,
-            course.sessions_per_week,
-            change["sessions_per_week"],
-            change["phase"],
-            change["rule"],
-            change["reason"],
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
-
-
-async def _apply_policy(conn: Connection, patient_id: uuid.UUID, now: datetime) -> None:
-    """The policy's changes to the patient's active courses, each a compare-and-set."""
-    courses, rows = await pg_reads.active_courses(conn, patient_id)
+        return
+    rows.sort(key=_recorded_at)  # new values are usually the latest: little to move
     for course, change in frequency_changes(courses, group_points(rows), now):
         await conn.execute(
             _CHANGE_FREQUENCY,
@@ -269,3 +243,7 @@ async def _apply_policy(conn: Connection, patient_id: uuid.UUID, now: datetime) 
             change["rule"],
             change["reason"],
         )
+
+
+def _recorded_at(row: tuple[str, datetime, float]) -> datetime:
+    return row[1]

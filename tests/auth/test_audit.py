@@ -176,3 +176,28 @@ async def test_a_read_runs_without_a_transaction_and_its_audit_row_commits_by_it
     assert "AUTOCOMMIT" not in levels
     rows = await audit_of(admin, patient["id"])
     assert [(r["action"], r["status"]) for r in rows][-2:] == [("read", 200), ("update", 200)]
+
+
+async def test_every_trend_read_leaves_one_row_with_its_status(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """With a course to answer (on PostgreSQL its row is written by the read's own statement),
+    without one, for an unknown course and for an unknown patient."""
+    course = await create_course(client)
+    pid = course["patient_id"]
+    without = (await create_patient(client))["id"]
+    unknown = str(uuid.uuid4())
+    reads = [
+        (pid, f"{API}/patients/{pid}/trends", 200),
+        (without, f"{API}/patients/{without}/trends", 200),
+        (without, f"{API}/patients/{without}/trends?course_id={course['id']}", 404),
+        (unknown, f"{API}/patients/{unknown}/trends", 404),
+    ]
+    for patient_id, url, status in reads:
+        response = await client.get(url)
+        assert response.status_code == status, response.text
+        rows = [r for r in await audit_of(admin, patient_id) if r["action"] == "read"]
+        assert [(r["resource_type"], r["status"], r["request_id"]) for r in rows][-1:] == [
+            ("trend", status, response.headers["x-request-id"])
+        ]
+        assert sum(r["request_id"] == response.headers["x-request-id"] for r in rows) == 1
