@@ -48,27 +48,35 @@ _CACHED_UP_TO = 256  # pair indices of longer series are not kept: n=1000 is 16 
 
 @lru_cache(maxsize=_CACHED_UP_TO)
 def _cached_pair_indices(n: int) -> tuple[IndexArray, IndexArray]:
-    return _pair_indices_of(n)
-
-
-def _pair_indices_of(n: int) -> tuple[IndexArray, IndexArray]:
     rows, cols = np.triu_indices(n, 1)
     return np.concatenate((rows, rows + n)), np.concatenate((cols, cols + n))
 
 
 def _pair_indices(n: int) -> tuple[IndexArray, IndexArray]:
     """(earlier, later) positions of every pair i < j of two series of n values laid end to
-    end in one array: the first series' pairs, then the second's."""
-    return _cached_pair_indices(n) if n <= _CACHED_UP_TO else _pair_indices_of(n)
+    end in one array: the first series' pairs, then the second's (n ≤ _CACHED_UP_TO)."""
+    return _cached_pair_indices(n)
 
 
 def _pairwise(xy: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     """x[j] − x[i] and y[j] − y[i] over all pairs i < j, from x and y laid end to end."""
+    if n > _CACHED_UP_TO:
+        later_first = np.tri(n, k=-1, dtype=bool)
+        return _differences(xy[:n], later_first), _differences(xy[n:], later_first)
     earlier, later = _pair_indices(n)
     d = xy.take(later)
     d -= xy.take(earlier)
     half = len(d) // 2
     return d[:half], d[half:]
+
+
+def _differences(a: FloatArray, later_first: npt.NDArray[np.bool_]) -> FloatArray:
+    """a[j] − a[i] over all pairs i < j of a long series: the lower triangle of the table of
+    every difference. Index arrays for its n(n−1) positions, built per call as they cannot be
+    kept for every length, cost 8× more at n = 300 (the statistics do not depend on the
+    pairs' order, which is another than _pair_indices')."""
+    table: FloatArray = np.subtract.outer(a, a)
+    return table[later_first]
 
 
 def _end_to_end(x: FloatArray | Sequence[float], y: FloatArray | Sequence[float]) -> FloatArray:
@@ -154,9 +162,12 @@ def mann_kendall(y: FloatArray) -> MannKendall:
     """Mann–Kendall trend test of a series in time order."""
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
-    earlier, later = _pair_indices(n)
-    pairs = n * (n - 1) // 2  # those of the first series
-    dy = y.take(later[:pairs]) - y.take(earlier[:pairs])
+    if n > _CACHED_UP_TO:
+        dy = _differences(y, np.tri(n, k=-1, dtype=bool))
+    else:
+        earlier, later = _pair_indices(n)
+        pairs = n * (n - 1) // 2  # those of the first series
+        dy = y.take(later[:pairs]) - y.take(earlier[:pairs])
     return _mann_kendall(n, dy, _tie_term(y.tolist()))
 
 

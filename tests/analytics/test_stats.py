@@ -24,12 +24,23 @@ series = st.one_of(integer_scores, decimal_scores)
 
 
 @st.composite
-def timed_series(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
-    values = draw(series)
+def timed_series(
+    draw: st.DrawFn, values_of: st.SearchStrategy[list[float]] = series
+) -> tuple[np.ndarray, np.ndarray]:
+    values = draw(values_of)
     # Times in weeks, non-decreasing, with repeats (two scores in the same minute happen).
     gaps = draw(st.lists(st.integers(0, 5000), min_size=len(values), max_size=len(values)))
     weeks = np.cumsum(np.array(gaps, dtype=float)) / (7 * 24 * 60)
     return weeks, np.array(values, dtype=float)
+
+
+# Longer than the series whose pair indices are cached (stats._CACHED_UP_TO): another code path.
+long_timed_series = timed_series(
+    st.one_of(
+        st.lists(st.integers(0, 10).map(float), min_size=257, max_size=420),
+        st.lists(st.integers(0, 1200).map(lambda v: v / 10), min_size=257, max_size=420),
+    )
+)
 
 
 def _close(a: float, b: float) -> bool:
@@ -133,3 +144,25 @@ def test_tie_term_matches_counting_the_groups(values: list[float]) -> None:
 def test_x_and_y_of_different_lengths_are_rejected() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         trend_statistics([0.0, 1.0, 2.0], [1.0, 2.0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(long_timed_series)
+def test_long_series_match_the_references_too(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """Past the cached pair indices the pairs come from a table of differences."""
+    weeks, values = data
+    sen, mk = trend_statistics(weeks.tolist(), values.tolist())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = scipy_stats.theilslopes(values, weeks, alpha=0.95)
+    if sen is None:  # every time the same
+        assert math.isnan(ref.slope)
+    else:
+        assert _close(sen.slope, ref.slope)
+        assert _close(sen.low, ref.low_slope)
+        assert _close(sen.high, ref.high_slope)
+    ref_mk = pymannkendall.original_test(values)
+    for ours in (mk, mann_kendall(values)):
+        assert _close(ours.s, float(ref_mk.s))
+        assert _close(ours.tau, float(ref_mk.Tau))
+        assert _close(ours.p, float(ref_mk.p))
