@@ -66,6 +66,19 @@ async def test_valid_items_are_created_in_input_order(
     assert [o["value"] for o in stored] == [0, 1, 2]
 
 
+async def test_server_ids_are_distinct_random_uuids(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    """Items without an id get a version-4 UUID each (the batch's drawn in one go)."""
+    kept = str(uuid.uuid4())
+    items = [_item(value=v % 11, recorded_at=ago(minutes=v + 1)) for v in range(50)]
+    results = await _batch(client, patient["id"], [*items[:10], _item(id=kept), *items[10:]])
+    ids = [uuid.UUID(r["id"]) for r in results]
+    assert ids[10] == uuid.UUID(kept)
+    assert len(set(ids)) == 51
+    assert {(i.version, i.variant) for i in ids[:10] + ids[11:]} == {(4, uuid.RFC_4122)}
+
+
 async def test_client_ids_are_kept(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:
     client_id = str(uuid.uuid4())
     results = await _batch(client, patient["id"], [_item(id=client_id)])

@@ -33,6 +33,8 @@ def _iso_text(value: object) -> object:
     numeric string) as Unix time, which the contract does not allow."""
     if not isinstance(value, str):
         raise ValueError("must be an ISO 8601 string")
+    if value[4:5] == "-":  # YYYY-…: not a number (the usual case, without raising below)
+        return value
     try:
         float(value)
     except ValueError:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analytics.service import AnalyticsService
-from app.core.db import new_id, utcnow
+from app.core.db import new_id, new_ids, utcnow
 from app.core.errors import (
     Unprocessable,
     field_error,
@@ -249,6 +249,7 @@ class ObservationService:
     def _parse(items: list[Any]) -> tuple[list[_Outcome], list[_Candidate]]:
         outcomes: list[_Outcome] = []
         candidates: list[_Candidate] = []
+        server_ids = iter(new_ids(len(items)))  # for the items that bring none
         for index, item in enumerate(items):
             try:
                 data = ObservationCreate.model_validate(item)
@@ -258,7 +259,7 @@ class ObservationService:
                 outcomes.append(outcome)
                 continue
             # A server id is assigned now so that every result can name its observation.
-            observation_id = data.id or new_id()
+            observation_id = data.id or next(server_ids)
             outcome = _Outcome(index, observation_id)
             outcomes.append(outcome)
             candidates.append(_Candidate(outcome, observation_id, data))
