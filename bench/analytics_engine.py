@@ -1,7 +1,9 @@
 """CPU cost of one trend + policy evaluation, in one process (no I/O).
 
-Prints evaluations per second for 30-point series (issue 6 target: ≥ 20,000/s on one core)
-and CPU milliseconds per evaluation for 60-point series (issue 3 target: < 0.5 ms). "On one
+Prints evaluations per second for 30-point series (issue 6 target: ≥ 20,000/s on one core),
+CPU milliseconds per evaluation for 60-point series (issue 3 target: < 0.5 ms), and, without a
+target, for 300 and 700 points: the long windows that repeated 100-value batches grow (the
+statistics are quadratic in the points). "On one
 core" is measured as evaluations per second of the process's CPU time: on a shared machine
 the wall clock also counts the time the core spent on other processes (both are reported).
 """
@@ -48,10 +50,10 @@ def one_evaluation(points: list[Point]) -> None:
     evaluate(PARAMS, STATE, trend, NRS, NOW)
 
 
-def measure(n_points: int, seconds: float = 3.0) -> tuple[float, float]:
-    """(evaluations per second, CPU ms per evaluation) over fresh series of n_points."""
+def measure(n_points: int, seconds: float = 3.0, count: int = 200) -> tuple[float, float]:
+    """(evaluations per second, CPU ms per evaluation) over ``count`` series of n_points."""
     rng = random.Random(n_points)
-    batches = [series(n_points, rng) for _ in range(200)]
+    batches = [series(n_points, rng) for _ in range(count)]
     done = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - wall0 < seconds:
@@ -70,7 +72,15 @@ def main() -> dict[str, float]:
         f"({per_s_30:,.0f}/s of wall time; 30 points, one core; target ≥ 20,000)"
     )
     print(f"analytics_engine: {cpu_ms_60:.3f} ms CPU per evaluation (60 points; target < 0.5 ms)")
+    _, cpu_ms_300 = measure(300, seconds=1.0, count=20)
+    _, cpu_ms_700 = measure(700, seconds=1.0, count=10)
+    print(
+        f"analytics_engine: {cpu_ms_300:.2f} / {cpu_ms_700:.2f} ms CPU per evaluation at 300 / 700 "
+        "points (long windows; no target)"
+    )
     return {
+        "cpu_ms_per_evaluation_300": round(cpu_ms_300, 3),
+        "cpu_ms_per_evaluation_700": round(cpu_ms_700, 3),
         "evaluations_per_cpu_s_30": round(1000 / cpu_ms_30),
         "evaluations_per_s_30": round(per_s_30),
         "cpu_ms_per_evaluation_30": round(cpu_ms_30, 4),

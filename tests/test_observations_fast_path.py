@@ -1,7 +1,7 @@
-"""Recording observations on PostgreSQL's plain pool (app/observations/fast_record.py): one
-observation or a batch in one statement, and a second when the policy changes a frequency.
-Either stores, answers, audits and applies the policy exactly as the general path does, and
-its failures are the same retryable 503s, with nothing stored.
+"""Recording observations on PostgreSQL's plain pool (app/observations/fast_record.py): one in
+two statements, a batch in one transaction. Either stores, answers, audits and applies the
+policy exactly as the general path does, and its failures are the same retryable 503s, with
+nothing stored.
 
 The rest of the suite exercises the path too: on PostgreSQL every POST of an observation (or a
 batch) that names no course or session and carries no Idempotency-Key takes it. The tests here
@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.analytics import pg_reads
 from app.core import pg
 from app.core.config import Settings
 from app.core.limits import ServiceUnavailable
@@ -303,9 +304,10 @@ async def test_a_batch_that_steps_a_course_down_applies_the_change_once(
 async def test_concurrent_batches_apply_a_step_down_once(
     client: httpx.AsyncClient, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On PostgreSQL both batches are stored, each reading the course (at 2 a week) in its
-    write, before either decides: both decide the same step, and the compare-and-set lets one
-    apply it. SQLite runs them one after the other (the second then finds nothing to change)."""
+    """On PostgreSQL both batches are inserted, each reading the course (at 2 a week) with its
+    INSERT, before either decides: both decide the same step, and the compare-and-set lets one
+    apply it (the other's UPDATE waits for that commit, then matches nothing). SQLite runs them
+    one after the other (the second then finds nothing to change)."""
     case = await scenario(client, engine, values=RESPONDER)
     await backdate(engine, case, "policy", moment(SEVEN_DAYS + timedelta(seconds=5)))
     apply = fast_record._apply_policy
@@ -349,15 +351,18 @@ async def test_a_recording_cancelled_by_the_statement_timeout_is_a_503_and_store
     monkeypatch: pytest.MonkeyPatch,
     batch: bool,
 ) -> None:
-    """The one statement that writes (and reads what the policy needs) is cancelled: nothing of
-    it is kept."""
+    """A single POST's policy read is cancelled, before its write; a batch's INSERT (which
+    returns what the policy reads), in its transaction: nothing is kept."""
     token = await issue_token("clinician")
     async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
         patient = await create_patient(c)
-        name = "_INSERT" if batch else "_RECORD"
-        slow = getattr(fast_record, name).replace("(SELECT) one", "(SELECT pg_sleep(1)) one")
-        assert slow != getattr(fast_record, name)
-        monkeypatch.setattr(fast_record, name, slow)
+        if batch:
+            slow = fast_record._INSERT.replace("(SELECT) one", "(SELECT pg_sleep(1)) one")
+            assert slow != fast_record._INSERT
+            monkeypatch.setattr(fast_record, "_INSERT", slow)
+        else:
+            slow = "SELECT pg_sleep(1), $1::uuid, $2::int"
+            monkeypatch.setattr(pg_reads, "ACTIVE_COURSES", slow)
         body = _body()
         if batch:
             response = await _post_batch(c, patient["id"], [body])

@@ -1,32 +1,41 @@
-"""Recording observations on PostgreSQL on the plain asyncpg pool, one round trip for the
-common case.
+"""Recording observations on PostgreSQL on the plain asyncpg pool: one in two statements, a
+batch in one transaction of two or three.
 
 ``POST /patients/{id}/observations`` is the service's most frequent request (every app and
-device posts scores), and batches are how offline apps catch up. Through a SQLAlchemy session
-a POST took BEGIN, the INSERT, the policy's two reads, the audit INSERT and COMMIT: six round
-trips and about 2 ms of the worker's CPU. Here a POST, or a batch, is one statement (``_RECORD``,
-``_INSERT``) that
+device posts scores). Through a SQLAlchemy session it took BEGIN, the INSERT, the policy's two
+reads, the audit INSERT and COMMIT: six round trips and about 2 ms of the worker's CPU. Here
+it is two statements, each its own transaction:
 
-1. writes the observations unless their id is taken, and the request's audit row with them
-   (atomic: one statement is one transaction);
-2. returns, in the same round trip, what the frequency policy reads: the patient's active
-   courses with their facts and the window's values as three arrays
-   (``pg_reads.written_then_active_courses``), as they were just before the write.
+1. ``pg_reads.ACTIVE_COURSES`` reads what the frequency policy needs: the patient's active
+   courses with their facts, and the values of their windows as three arrays.
+2. The policy runs in Python on those values plus the new one, and ``_RECORD`` writes, in one
+   atomic statement: the observation, the request's audit row and the frequency changes the
+   policy decided (each a compare-and-set on the frequency the policy saw, as in
+   ``AnalyticsRepository.change_frequency``, and only if the observation was stored).
 
-The policy then runs in Python on those values plus the stored new ones, and only when it
-changes a frequency (rarely: about one recording in eight in the benchmark) a second statement
-applies the change, a compare-and-set on the frequency the policy saw, as
-``AnalyticsRepository.change_frequency`` does. That change commits just after the observation
-rather than with it: should the process die in between, the observation, the patient's data,
-is kept and the change is made at the patient's next recording, which re-runs the policy on
-the same values and more. The general path makes the same change in the request's transaction.
+So the observation, its audit row and the change it causes commit together or not at all, as
+ANALYTICS.md asks ("in the same transaction") and as on the general path. Writing first and
+returning the policy's inputs would save the first round trip, but the change would then commit
+after the observation: not done without the product side's word. Reading before writing sees
+what READ COMMITTED showed the general path (other requests' committed values); the
+compare-and-set guards the one decision that depends on it.
+
+A batch (``FastRecorder.record_batch``) cannot decide its policy changes before writing: which
+of its ids are new is only known once they are inserted. So it is one transaction whose first
+statement (``_INSERT``) writes the items unless their id is taken and the request's audit row,
+and returns, as they were just before, what the policy reads
+(``pg_reads.written_then_active_courses``); the policy counts the stored items' values, and a
+change it makes is a compare-and-set in the same transaction (``_CHANGE_FREQUENCY``). The
+stored rows of the ids it skipped are read last. BEGIN, the INSERT and COMMIT in the common
+case: the patient's existence is the INSERT's foreign key, or, when every id was taken, the
+audit row's condition.
 
 The general path (ObservationService.record, record_batch) still handles what this one does
 not: SQLite, a course or session reference (checked first), an Idempotency-Key (stored with
 the write), and for a single POST a client id that is already stored (a replay or a clash,
-told apart by reading it; a batch reads its taken ids' rows here). The statements are the SQL
-of the general path's constants (app/analytics/repository.py, app/audit/service.py,
-app/observations/bulk.py), written out once for the raw connection.
+told apart by reading it). The statements are the SQL of the general path's constants
+(app/analytics/repository.py, app/audit/service.py, app/observations/bulk.py), written out once
+for the raw connection.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import asyncpg
 from fastapi import Request
 
 from app.analytics import pg_reads
+from app.analytics.repository import FrequencyChangeValues, PolicyCourse
 from app.analytics.service import frequency_changes, group_points
 from app.audit.service import audit_values
 from app.auth.rules import AccessRecord
@@ -56,22 +66,43 @@ _AUDIT_INSERT = """
     INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
                               patient_id, outcome, status, request_id)"""
 
-# The observation unless its id is taken, and then its audit row; then what the policy reads
-# (pg_reads.written_then_active_courses: $1 the patient, $2 the window). Every row ends with
+# The observation unless its id is taken; then, only if it was stored, its audit row and the
+# policy's changes ($21–$27: one array element per change; empty arrays when none). Returns
 # whether the observation was stored.
-_RECORD = pg_reads.written_then_active_courses(
-    f"""stored AS (
+_RECORD = """
+WITH stored AS (
     INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
                               context, source, note)
-    VALUES ($3, $1, $4, $5, $6, $7, $8, $9, $10)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ),
-audited AS ({_AUDIT_INSERT}
-    SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored
-)""",  # noqa: S608
-    "EXISTS (SELECT FROM stored) AS stored",
+audited AS (
+    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
+                              patient_id, outcome, status, request_id)
+    SELECT $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM stored
+),
+proposed AS (
+    SELECT * FROM unnest($21::uuid[], $22::uuid[], $23::float8[], $24::float8[], $25::text[],
+                         $26::text[], $27::text[])
+        AS p(id, course_id, seen, sessions_per_week, phase, rule, reason)
+),
+changed AS (
+    UPDATE courses c
+       SET sessions_per_week = p.sessions_per_week, phase = p.phase, updated_at = $6
+      FROM proposed p
+     WHERE c.id = p.course_id AND c.status = 'active' AND c.sessions_per_week = p.seen
+       AND EXISTS (SELECT FROM stored)
+    RETURNING c.id
+),
+history AS (
+    INSERT INTO frequency_changes (id, course_id, sessions_per_week, phase, changed_at, source,
+                                   rule, reason)
+    SELECT p.id, p.course_id, p.sessions_per_week, p.phase, $6, 'policy', p.rule, p.reason
+      FROM proposed p JOIN changed ON changed.id = p.course_id
 )
+SELECT EXISTS (SELECT FROM stored)
+"""
 
 # Every item of a batch (bulk.insert_unnest()'s SQL, written out: $4–$12 the arrays of
 # bulk.unnest_columns(), $3 the receipt time) unless its id is taken, and the request's audit
@@ -145,33 +176,31 @@ class FastRecorder:
             "received_at": received_at,
         }
         async with connection(self.pool) as conn:
+            courses, rows = await pg_reads.active_courses(conn, patient_id)
+            changes = _changes(courses, rows, row, received_at)
             try:
-                records = await conn.fetch(
+                stored = await conn.fetchval(
                     _RECORD,
-                    patient_id,
-                    pg_reads.window_days(),
                     *(row[name] for name in _OBSERVATION_PARAMS),
                     *audit_values(self.access, 201),
+                    *_change_arrays(changes),
                 )
             except asyncpg.ForeignKeyViolationError as exc:
                 raise PatientNotFound(patient_id) from exc
-            if not records[0]["stored"]:
-                return None
-            self.access.written = True
-            courses, rows = pg_reads.read_inputs(records)
-            rows.append((row["instrument"], row["recorded_at"], row["value"]))
-            await _apply_policy(conn, courses, rows, received_at)
+        if not stored:
+            return None
+        self.access.written = True
         return row
 
     async def record_batch(
         self, patient_id: uuid.UUID, items: Sequence[Mapping[str, Any]], received_at: datetime
     ) -> Batch:
         """Store the patient's ``items`` (each with every column of ``bulk.ITEM_COLUMNS``)
-        unless their id is already stored, with the request's audit row, then the policy's
-        changes: the ids that were new, and the stored rows (by column name) of the others.
-        404 for an unknown patient, with nothing written."""
+        unless their id is already stored, with the request's audit row and the policy's
+        changes, in one transaction: the ids that were new, and the stored rows (by column
+        name) of the others. 404 for an unknown patient, with nothing written."""
         arrays = unnest_columns(items).values()  # in id order, as insert_many
-        async with connection(self.pool) as conn:
+        async with connection(self.pool) as conn, conn.transaction():
             try:
                 records = await conn.fetch(
                     _INSERT,
@@ -185,7 +214,6 @@ class FastRecorder:
                 raise PatientNotFound(patient_id) from exc
             if not records[0]["audited"]:
                 raise PatientNotFound(patient_id)
-            self.access.written = True
             inserted: set[uuid.UUID] = set(records[0]["stored_ids"])
             if inserted:  # one policy evaluation for the whole batch, counting its values
                 courses, rows = pg_reads.read_inputs(records)
@@ -193,6 +221,7 @@ class FastRecorder:
                 await _apply_policy(conn, courses, rows, received_at)
             taken = [item["id"] for item in items if item["id"] not in inserted]
             stored = {r["id"]: dict(r) for r in await conn.fetch(_STORED, taken)} if taken else {}
+        self.access.written = True  # committed
         return inserted, stored
 
 
@@ -206,9 +235,10 @@ def fast_recorder(request: Request) -> FastRecorder | None:
     return FastRecorder(pool, access)
 
 
-# _RECORD's $3–$10 ($1 is the patient).
+# _RECORD's $1–$9.
 _OBSERVATION_PARAMS = (
     "id",
+    "patient_id",
     "instrument",
     "value",
     "recorded_at",
@@ -217,6 +247,36 @@ _OBSERVATION_PARAMS = (
     "source",
     "note",
 )
+
+
+def _changes(
+    courses: pg_reads.Inputs, rows: pg_reads.Rows, row: dict[str, Any], now: datetime
+) -> list[tuple[PolicyCourse, FrequencyChangeValues]]:
+    """The policy's decisions for the courses read, counting the new value."""
+    if not courses:
+        return []
+    rows.append((row["instrument"], row["recorded_at"], row["value"]))
+    if len(rows) > 1 and rows[-1][1] < rows[-2][1]:  # a late value: keep the time order
+        rows.sort(key=lambda r: r[1])
+    return frequency_changes(courses, group_points(rows), now)
+
+
+def _change_arrays(changes: list[tuple[PolicyCourse, FrequencyChangeValues]]) -> list[list[Any]]:
+    """``_RECORD``'s $21–$27: one array per column of the proposed changes."""
+    columns: list[list[Any]] = [[] for _ in range(7)]
+    for course, change in changes:
+        values = (
+            new_id(),
+            course.id,
+            course.sessions_per_week,
+            change["sessions_per_week"],
+            change["phase"],
+            change["rule"],
+            change["reason"],
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
 
 
 def _point(item: Mapping[str, Any]) -> tuple[str, datetime, float]:
