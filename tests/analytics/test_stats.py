@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from app.analytics.stats import _tie_term, mann_kendall, theil_sen, trend_statistics
+from app.analytics.stats import (
+    MannKendall,
+    TheilSen,
+    _tie_term,
+    mann_kendall,
+    theil_sen,
+    trend_statistics,
+)
 
 TOLERANCE = 1e-9
 
@@ -106,19 +113,26 @@ def test_combined_trend_statistics_match_the_references(
 ) -> None:
     """The write path's shared-intermediates version agrees with scipy and pymannkendall too."""
     weeks, values = data
-    sen, mk = trend_statistics(weeks, values)
+    _assert_like_the_references(weeks, values, *trend_statistics(weeks, values))
+
+
+def _assert_like_the_references(
+    weeks: np.ndarray, values: np.ndarray, sen: TheilSen | None, *mks: MannKendall
+) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns when all x are equal
         ref = scipy_stats.theilslopes(values, weeks, alpha=0.95)
-    if sen is None:
+    if sen is None:  # every time the same
         assert math.isnan(ref.slope)
     else:
         assert _close(sen.slope, ref.slope)
         assert _close(sen.low, ref.low_slope)
         assert _close(sen.high, ref.high_slope)
     ref_mk = pymannkendall.original_test(values)
-    assert _close(mk.tau, float(ref_mk.Tau))
-    assert _close(mk.p, float(ref_mk.p))
+    for mk in mks:
+        assert _close(mk.s, float(ref_mk.s))
+        assert _close(mk.tau, float(ref_mk.Tau))
+        assert _close(mk.p, float(ref_mk.p))
 
 
 @settings(max_examples=300, deadline=None)
@@ -152,17 +166,4 @@ def test_long_series_match_the_references_too(data: tuple[np.ndarray, np.ndarray
     """Past the cached pair indices the pairs come from a table of differences."""
     weeks, values = data
     sen, mk = trend_statistics(weeks.tolist(), values.tolist())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ref = scipy_stats.theilslopes(values, weeks, alpha=0.95)
-    if sen is None:  # every time the same
-        assert math.isnan(ref.slope)
-    else:
-        assert _close(sen.slope, ref.slope)
-        assert _close(sen.low, ref.low_slope)
-        assert _close(sen.high, ref.high_slope)
-    ref_mk = pymannkendall.original_test(values)
-    for ours in (mk, mann_kendall(values)):
-        assert _close(ours.s, float(ref_mk.s))
-        assert _close(ours.tau, float(ref_mk.Tau))
-        assert _close(ours.p, float(ref_mk.p))
+    _assert_like_the_references(weeks, values, sen, mk, mann_kendall(values))
