@@ -28,6 +28,7 @@ from typing import Any
 
 from app.analytics.registry import policies
 from app.analytics.repository import CourseFacts, PolicyCourse
+from app.audit.service import INSERT_EVENT_INTO
 from app.core.pg import Connection
 
 # A course row (PolicyCourse's columns, in order) and its facts, as in _facts_of: the latest
@@ -99,12 +100,11 @@ SELECT {_COLUMNS}
 TRENDS_COURSE = _TRENDS_COURSE.format(audited="")
 # $4–$14: the audit row's values, in the order of app.audit.service.AUDIT_COLUMNS.
 TRENDS_COURSE_AUDITED = _TRENDS_COURSE.format(
-    audited=""",
+    audited=f""",
 audited AS (
-    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
-                              patient_id, outcome, status, request_id)
+    {INSERT_EVENT_INTO}
     SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT FROM courses)
-)"""
+)"""  # noqa: S608
 )
 
 

@@ -31,13 +31,11 @@ AUDIT_COLUMNS = (
     "status",
     "request_id",
 )
-# The same INSERT on the plain asyncpg pool (PostgreSQL): a read's row commits by itself; a
-# batch's commits with its write (app/observations/fast_record.py).
-INSERT_EVENT_SQL = """
-INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id, patient_id,
-                          outcome, status, request_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-"""
+# The statement's head on the plain asyncpg pool, for the statements that write a request's
+# row with their own work (app/observations/fast_record.py, app/analytics/pg_reads.py).
+INSERT_EVENT_INTO = f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)})"
+# The row by itself: a read's commits by itself.
+INSERT_EVENT_SQL = f"{INSERT_EVENT_INTO} VALUES ({', '.join(f'${i}' for i in range(1, 12))})"
 
 
 def audit_event(record: AccessRecord, status: int) -> dict[str, object]:

@@ -52,7 +52,7 @@ from fastapi import Request
 from app.analytics import pg_reads
 from app.analytics.repository import FrequencyChangeValues, PolicyCourse
 from app.analytics.service import frequency_changes, group_points
-from app.audit.service import audit_values
+from app.audit.service import INSERT_EVENT_INTO, audit_values
 from app.auth.rules import AccessRecord
 from app.core.db import new_id
 from app.core.pg import Connection, Pool, connection
@@ -61,15 +61,12 @@ from app.observations.bulk import unnest_columns
 from app.observations.schemas import ObservationCreate
 from app.patients.errors import PatientNotFound
 
-# A request's audit row, its values in the order of AUDIT_COLUMNS.
-_AUDIT_INSERT = """
-    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
-                              patient_id, outcome, status, request_id)"""
+# (The statements are put together from constant fragments only: the S608 noqa.)
 
 # The observation unless its id is taken; then, only if it was stored, its audit row and the
 # policy's changes ($21–$27: one array element per change; empty arrays when none). Returns
 # whether the observation was stored.
-_RECORD = """
+_RECORD = f"""
 WITH stored AS (
     INSERT INTO observations (id, patient_id, instrument, value, recorded_at, received_at,
                               context, source, note)
@@ -78,8 +75,7 @@ WITH stored AS (
     RETURNING id
 ),
 audited AS (
-    INSERT INTO audit_events (id, at, token_id, role, action, resource_type, resource_id,
-                              patient_id, outcome, status, request_id)
+    {INSERT_EVENT_INTO}
     SELECT $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM stored
 ),
 proposed AS (
@@ -102,7 +98,7 @@ history AS (
       FROM proposed p JOIN changed ON changed.id = p.course_id
 )
 SELECT EXISTS (SELECT FROM stored)
-"""
+"""  # noqa: S608
 
 # Every item of a batch (bulk.insert_unnest()'s SQL, written out: $4–$12 the arrays of
 # bulk.unnest_columns(), $3 the receipt time) unless its id is taken, and the request's audit
@@ -122,7 +118,8 @@ _INSERT = pg_reads.written_then_active_courses(
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ),
-audited AS ({_AUDIT_INSERT}
+audited AS (
+    {INSERT_EVENT_INTO}
     SELECT $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23
      WHERE EXISTS (SELECT FROM patients WHERE id = $1)
     RETURNING id
