@@ -230,11 +230,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authorize), Depends(store_key_with_write)],
         responses=API_ERRORS,
     )
+    # Routes are matched in order: the most frequent requests (recording, trend reads) first.
     api.include_router(observations_router)  # also serves /instruments
+    api.include_router(analytics_router)
     api.include_router(patients_router)
     api.include_router(courses_router)
     api.include_router(sessions_router)
-    api.include_router(analytics_router)
     api.include_router(summary_router)
     api.include_router(tokens_router)
     api.include_router(audit_router)
