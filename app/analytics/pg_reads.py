@@ -7,11 +7,10 @@ from the course window on. Through SQLAlchemy these were two statements of about
 Python each; here they are parts of one, with the values as three arrays (instrument,
 recorded_at, value) that asyncpg decodes in C: a single recording reads them first
 (``ACTIVE_COURSES``), a batch's write returns them (``written_then_active_courses``), and a
-trend read is one statement with its audit row (``TRENDS_COURSE_AUDITED``). The SQL is that
-of AnalyticsRepository's constants (``_ACTIVE_COURSES``, ``_TRENDS_COURSE``, ``_NAMED_COURSE``,
-``_VALUES_SINCE``), written out;
-the statements are put together from these constant fragments only (no input is ever
-interpolated, hence the ``noqa: S608``).
+trend read is one statement with its audit row (``TRENDS_COURSE``). The SQL is that of
+AnalyticsRepository's constants (``_ACTIVE_COURSES``, ``_TRENDS_COURSE``, ``_NAMED_COURSE``,
+``_VALUES_SINCE``), written out; the statements are put together from these constant fragments
+only (no input is ever interpolated, hence the ``noqa: S608``).
 
 The window is widened to the longest of the installed policies' ``window_days_before_start``:
 the statement runs before the course, and so its policy, is known. Each trend keeps the values
@@ -68,7 +67,7 @@ window_values AS (
       FROM windowed
 )"""
 
-# A row of _read(): the course's columns, its facts, the window's arrays.
+# A row of read_inputs(): the course's columns, its facts, the window's arrays.
 _COLUMNS = """
        k.id, k.patient_id, k.start_date, k.policy, k.status, k.adjustment,
        k.sessions_per_week, k.sessions_done, k.max_sessions,
@@ -88,24 +87,20 @@ SELECT {_COLUMNS}
  {_ORDER}"""  # noqa: S608
 
 # The course a trend read is about: the one named ($3, if it is the patient's), else the
-# active one, else the latest; with `audited`, the request's audit row when there is one.
-_TRENDS_COURSE = f"""
+# active one, else the latest; and, when there is one, the request's audit row ($4–$14, in the
+# order of app.audit.service.AUDIT_COLUMNS).
+TRENDS_COURSE = f"""
 WITH courses AS ({_COURSE_WITH_FACTS}
      WHERE c.patient_id = $1 AND ($3::uuid IS NULL OR c.id = $3::uuid)
      ORDER BY (c.status = 'active') DESC, c.start_date DESC, c.created_at DESC
      LIMIT 1),
-{_WINDOW}{{audited}}
-SELECT {_COLUMNS}
-  FROM courses k CROSS JOIN window_values w"""  # noqa: S608
-TRENDS_COURSE = _TRENDS_COURSE.format(audited="")
-# $4–$14: the audit row's values, in the order of app.audit.service.AUDIT_COLUMNS.
-TRENDS_COURSE_AUDITED = _TRENDS_COURSE.format(
-    audited=f""",
+{_WINDOW},
 audited AS (
     {INSERT_EVENT_INTO}
     SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT FROM courses)
-)"""  # noqa: S608
 )
+SELECT {_COLUMNS}
+  FROM courses k CROSS JOIN window_values w"""  # noqa: S608
 
 
 def written_then_active_courses(writes: str, outcome: str) -> str:
@@ -141,13 +136,12 @@ async def trends_course(
     conn: Connection,
     patient_id: uuid.UUID,
     course_id: uuid.UUID | None,
-    audit_row: Sequence[object] = (),
+    audit_row: Sequence[object],
 ) -> tuple[Inputs, Rows]:
-    """The course of a trend read (none when the patient has none, or not the one named); with
-    ``audit_row`` (AUDIT_COLUMNS' values), written when there is a course to answer with."""
-    statement = TRENDS_COURSE_AUDITED if audit_row else TRENDS_COURSE
+    """The course of a trend read (none when the patient has none, or not the one named), and
+    the read's ``audit_row`` (AUDIT_COLUMNS' values) written when there is a course."""
     return read_inputs(
-        await conn.fetch(statement, patient_id, window_days(), course_id, *audit_row)
+        await conn.fetch(TRENDS_COURSE, patient_id, window_days(), course_id, *audit_row)
     )
 
 

@@ -157,7 +157,7 @@ class AnalyticsService:
         self,
         patient_id: uuid.UUID,
         course_id: uuid.UUID | None,
-        access: AccessRecord | None = None,
+        access: AccessRecord,
     ) -> CourseAnalysis | None:
         """The analysis of the course asked for (default: the active course, else the latest);
         None when the patient has no course. 404 for an unknown patient or another's course.
@@ -169,13 +169,12 @@ class AnalyticsService:
         rows: pg_reads.Rows | None = None
         if self.pool is not None:
             # One statement: the course, its facts, its values and, when there is a course to
-            # answer with, the request's audit row (``access``).
-            audit_row = () if access is None else audit_values(access, 200)
+            # answer with, the request's audit row (otherwise the request's hooks write it).
+            audit_row = audit_values(access, 200)
             async with pg.connection(self.pool) as conn:
                 courses, rows = await pg_reads.trends_course(conn, patient_id, course_id, audit_row)
             found = courses[0] if courses else None
-            if found is not None and access is not None:
-                access.written = True
+            access.written = found is not None
         else:
             found = await self.repo.course_for_trends(patient_id, course_id)
         if found is None:
