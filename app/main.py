@@ -26,7 +26,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
-from app.core.telemetry import TelemetryMiddleware
+from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
 from app.courses.router import router as courses_router
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={422: _problem},
     )
     app.state.settings = settings
+    withhold_exception_messages()  # no PHI in logs, whoever logs the exception
     app.state.token_cache = TokenCache(
         ttl=settings.token_cache_seconds, pushed_ttl=settings.token_cache_pushed_seconds
     )

@@ -3,7 +3,10 @@ limit, statement timeout; no-store caching, request ids, CORS allow-list, no sta
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -429,6 +432,58 @@ async def test_a_500_returns_no_stack_trace_or_message(
     assert body["detail"] == "The server could not complete the request."
     for leak in ("secret detail", "Zelda", "MRN-1234", "Traceback", "RuntimeError", ".py"):
         assert leak not in response.text
+    assert len(response.headers["x-request-id"]) == 32  # to match a report with the log
+
+
+SECRET = "secret detail Zelda MRN-1234"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+async def test_a_500_under_uvicorn_logs_the_stack_and_request_id_but_not_the_message(
+    live_server: str,
+    issue_token: Issue,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starlette re-raises the exception after answering and uvicorn logs it: with its type
+    and stack, never its message (a driver's can quote patient data)."""
+
+    async def explode(self: PatientService, patient_id: object) -> object:
+        raise RuntimeError(SECRET)  # the stack quotes this line: the message is in a constant
+
+    monkeypatch.setattr(PatientService, "get", explode)
+    token = await issue_token("clinician")
+    records = _Records()
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "app")]
+    for logger in loggers:
+        logger.addHandler(records)
+    try:
+        async with httpx.AsyncClient(base_url=live_server) as c:
+            headers = {"Authorization": f"Bearer {token}"}
+            response = await c.get(f"{API}/patients/{uuid.uuid4()}", headers=headers)
+        for _ in range(200):  # uvicorn logs once the 500 is sent and the exception reaches it
+            if any("Exception in ASGI application" in line for line in records.lines):
+                break
+            await asyncio.sleep(0.025)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+    assert response.status_code == 500
+    logged = "\n".join(records.lines)
+    assert "Exception in ASGI application" in logged  # uvicorn's own line, filtered
+    assert "RuntimeError (message withheld" in logged
+    assert "in explode" in logged  # the stack is kept
+    assert f"(request {response.headers['x-request-id']})" in logged  # the app's line
+    for leak in ("secret detail", "Zelda", "MRN-1234"):
+        assert leak not in logged
 
 
 # --- The schema documents these answers -----------------------------------------------------

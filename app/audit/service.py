@@ -67,7 +67,8 @@ def audit_request(request: Request, record: AccessRecord) -> None:
 
     Success: in the request's own transaction (the write and its row commit together); a
     read's, which has no transaction of its own, on the plain pool when there is one.
-    Error: in a transaction of its own, after the request's was rolled back.
+    Error, or an answer prepared before the handler (an idempotent replay): in a transaction
+    of its own, after the request's was rolled back.
     """
     if not record.rule.audit:
         return

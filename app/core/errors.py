@@ -166,19 +166,42 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, ErrorReport(exc.status_code, title, detail, headers=exc.headers))
 
 
+class PreparedAnswer(Exception):
+    """A response decided before the route's handler ran (an Idempotency-Key's stored answer),
+    raised by a dependency once access is checked: sent as it is, with the hooks (the audit
+    row) of any other answer."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def _prepared(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PreparedAnswer)
+    return exc.response
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     # Type and stack only: exception messages (e.g. a driver's "[parameters: ...]") may
     # quote patient data, and logs must not carry PHI.
     stack = "".join(traceback.format_tb(exc.__traceback__))
+    # This answer is sent by Starlette's outermost middleware, around the one that adds
+    # X-Request-ID: it carries the id itself, and the log line names it, so a report of the
+    # failure can be matched to its stack.
+    request_id = request.scope.get("state", {}).get("request_id", "")
     logger.error(
-        "unhandled %s on %s %s\n%s",
+        "unhandled %s on %s %s (request %s)\n%s",
         type(exc).__name__,
         request.method,
         route_template(request.scope),
+        request_id,
         stack,
     )
     detail = "The server could not complete the request."
-    return error_response(request, ErrorReport(500, "Internal server error", detail))
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return error_response(
+        request, ErrorReport(500, "Internal server error", detail, headers=headers)
+    )
 
 
 ErrorHook = Callable[[int], Awaitable[None]]
@@ -186,8 +209,9 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def on_error(request: Request, hook: ErrorHook) -> None:
-    """Run ``hook(status)`` when this request ends in an error response (the request's own
-    transaction has been rolled back by then; the audit trail records the failure apart)."""
+    """Run ``hook(status)`` when this request ends in an error response or a
+    ``PreparedAnswer`` (the request's own transaction has been rolled back by then; the audit
+    trail records the answer apart)."""
     # In the scope's state: the handler's Request object is not the dependency's.
     hooks: list[ErrorHook] = request.scope.setdefault("state", {}).setdefault("on_error", [])
     hooks.append(hook)
@@ -207,6 +231,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _with_hooks(_app_error))
     app.add_exception_handler(RequestValidationError, _with_hooks(_validation_error))
     app.add_exception_handler(StarletteHTTPException, _with_hooks(_http_error))
+    app.add_exception_handler(PreparedAnswer, _with_hooks(_prepared))
     app.add_exception_handler(Exception, _with_hooks(_unhandled))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import uuid
 
 from prometheus_client import (
@@ -36,6 +37,38 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+
+class WithholdExceptionMessages(logging.Filter):
+    """Logs an exception as its type and stack, never its message.
+
+    uvicorn logs an exception that reaches it ("Exception in ASGI application": Starlette
+    re-raises every unhandled one after answering 500), and asyncio one that a task left
+    unretrieved, with the message: a driver's message can quote the row it refused, that is
+    patient data. The app's own logging already leaves messages out (app.core.errors).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            stack = "".join(traceback.format_tb(exc.__traceback__))
+            withheld = f"{type(exc).__name__} (message withheld: it may carry patient data)"
+            record.msg = f"{record.getMessage().rstrip()}\n{withheld}\n{stack}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_WITHHOLD = WithholdExceptionMessages()
+# The loggers outside the app that log exceptions with their messages.
+_FOREIGN_LOGGERS = ("uvicorn.error", "asyncio")
+
+
+def withhold_exception_messages() -> None:
+    """Filter the loggers that can log an exception's message (idempotent)."""
+    for name in _FOREIGN_LOGGERS:
+        logging.getLogger(name).addFilter(_WITHHOLD)
 
 
 def route_template(scope: Scope) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 from fastapi import FastAPI, Request
@@ -15,9 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.access import bearer_token
 from app.auth.errors import Unauthenticated
 from app.auth.models import IdempotencyKey
+from app.auth.rules import AccessRecord
 from app.auth.service import Principal, TokenService
 from app.core.db import SessionDep, before_commit
-from app.core.errors import PROBLEM_BASE, AppError, problem
+from app.core.errors import PROBLEM_BASE, AppError, PreparedAnswer, problem
 from app.idempotency.errors import InvalidKey, KeyInUse, KeyReused, ResponseNotKept
 from app.idempotency.service import (
     Claim,
@@ -37,8 +39,10 @@ PREFIX = "/api/"
 # Responses that carry a secret shown only once (a new token): never stored, as only the
 # token's hash is. The key still makes the request happen once; a repeat gets a 409.
 SECRET_RESPONSES = frozenset({"/api/v1/tokens"})
-# The scope-state entry the middleware leaves for the router dependency.
+# The scope-state entries the middleware leaves for the router dependency: a new key's claim,
+# or the answer a known (or invalid) key already has.
 CLAIM = "idempotency"
+ANSWER = "idempotency-answer"
 
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII; the column holds 255
 
@@ -61,7 +65,9 @@ def parse_key(values: list[bytes]) -> str | None:
 
 
 class IdempotencyMiddleware:
-    """Replays, refuses or runs a POST that carries an ``Idempotency-Key``.
+    """Looks up the ``Idempotency-Key`` of a POST: a new key runs the request and stores its
+    response; a known one's answer (the replay, a 409, a 422) is left for the router
+    dependency to give, after the access check.
 
     Sits inside the telemetry, CORS and limit middlewares (so replays get a request id and
     oversized bodies are refused before they are buffered here).
@@ -105,10 +111,11 @@ class IdempotencyMiddleware:
             # No valid token: the access dependency answers 401 (and audits it); a key
             # means nothing without the token it belongs to.
             await self.app(scope, receive, send)
-        elif key is None:
-            await _problem(InvalidKey())(scope, receive, send)
-        elif answer is not None:
-            await answer(scope, receive, send)
+        elif key is None or answer is not None:
+            # Answered by the router dependency, after the access check: a replay is
+            # authorised and audited like any other request (see store_key_with_write).
+            scope.setdefault("state", {})[ANSWER] = answer or _problem(InvalidKey())
+            await self.app(scope, receive, send)
         else:
             claim = Claim(principal.token_id, key, digest)
             await self._run(claim, scope, receive, send)
@@ -237,12 +244,24 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
 
 async def store_key_with_write(request: Request, _session: SessionDep) -> None:
     """Router dependency: a request carrying a new key inserts it in its own transaction,
-    just before the commit (so the key and the write commit together or not at all).
+    just before the commit (so the key and the write commit together or not at all); one
+    whose key already has an answer (a replay, a 409, a 422) gets it here.
+
+    It runs after the access dependency, so an answer goes only to a caller still allowed to
+    make the request, and leaves its audit row like any other. A replay writes nothing but
+    hands over the stored response: its row says ``read``.
 
     It depends on the session so that every route it guards has the request's session,
     whose commit runs the hook.
     """
-    claim: Claim | None = request.scope.get("state", {}).get(CLAIM)
+    state = request.scope.get("state", {})
+    answer: Response | None = state.get(ANSWER)
+    if answer is not None:
+        record: AccessRecord | None = getattr(request.state, "access", None)
+        if record is not None and 200 <= answer.status_code < 300:
+            record.rule = replace(record.rule, action="read")
+        raise PreparedAnswer(answer)
+    claim: Claim | None = state.get(CLAIM)
     if claim is None:
         return
     retention = timedelta(hours=request.app.state.settings.idempotency_retention_hours)

@@ -184,6 +184,47 @@ async def test_a_quoted_key_is_the_same_key(clinician: Caller, engine: AsyncEngi
     assert await count(engine, "patients") == 1
 
 
+async def audit_rows(admin: httpx.AsyncClient, patient_id: str) -> list[tuple[Any, ...]]:
+    """The patient's audit rows about observations: action, status, outcome, request id."""
+    response = await admin.get(f"{API}/audit", params={"patient_id": patient_id, "limit": 500})
+    assert response.status_code == 200, response.text
+    return [
+        (r["action"], r["status"], r["outcome"], r["request_id"])
+        for r in response.json()["items"]
+        if r["resource_type"] == "observation"
+    ]
+
+
+async def test_a_replay_is_audited_as_a_read_of_the_stored_response(
+    clinician: Caller, admin: httpx.AsyncClient
+) -> None:
+    patient = await create_patient(clinician.client)
+    url = f"{PATIENTS}/{patient['id']}/observations"
+    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    first = await post(clinician.client, url, body, "audited-1")
+    again = await post(clinician.client, url, body, "audited-1")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await audit_rows(admin, patient["id"]) == [
+        ("create", 201, "allowed", first.headers["x-request-id"]),
+        ("read", 201, "allowed", again.headers["x-request-id"]),
+    ]
+
+
+async def test_a_replay_goes_only_to_a_token_still_valid(
+    clinician: Caller, admin: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    patient = await create_patient(clinician.client)
+    url = f"{PATIENTS}/{patient['id']}/observations"
+    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    assert (await post(clinician.client, url, body, "revoked-1")).status_code == 201
+    revoked = await admin.delete(f"{API}/tokens/{clinician.token_id}")
+    assert revoked.status_code == 204
+    again = await post(clinician.client, url, body, "revoked-1")
+    assert_problem(again, 401)
+    assert "idempotent-replayed" not in again.headers
+    assert await count(engine, "observations") == 1
+
+
 # --- mismatch and in flight --------------------------------------------------------------
 
 
@@ -195,6 +236,21 @@ async def test_the_same_key_with_another_body_is_422_and_writes_nothing(
     body = assert_problem(response, 422, loc=LOC)
     assert "different request" in body["errors"][0]["msg"]
     assert await count(engine, "patients") == 1
+
+
+async def test_a_key_answer_is_audited_with_its_status(
+    clinician: Caller, admin: httpx.AsyncClient
+) -> None:
+    patient = await create_patient(clinician.client)
+    url = f"{PATIENTS}/{patient['id']}/observations"
+    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    first = await post(clinician.client, url, body, "k-audit")
+    other = await post(clinician.client, url, body | {"value": 7}, "k-audit")
+    assert_problem(other, 422, loc=LOC)
+    assert await audit_rows(admin, patient["id"]) == [
+        ("create", 201, "allowed", first.headers["x-request-id"]),
+        ("create", 422, "allowed", other.headers["x-request-id"]),
+    ]
 
 
 async def test_the_same_key_on_another_path_is_422(clinician: Caller, engine: AsyncEngine) -> None:

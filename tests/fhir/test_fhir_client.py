@@ -8,55 +8,16 @@ worker thread so the test's own loop stays free.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
-from app.core.config import Settings
-from app.main import create_app
 from tests.conftest import Issue
 from tests.factories import ago, create_course, create_observation, create_patient, create_session
 from tests.fhir.support import assert_valid
-
-
-@pytest.fixture
-def live_server(settings: Settings) -> Iterator[str]:
-    """The service under uvicorn on 127.0.0.1 (a port the OS picks); its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings),
-        lifespan="on",
-        loop="asyncio",
-        http="h11",
-        ws="none",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
 
 
 def valid(resource: Any) -> dict[str, Any]:
