@@ -63,10 +63,22 @@ class Load:
     # The server's CPU time per request (its workers' user + system time over the run):
     # unlike throughput, it hardly depends on what else the machine is doing.
     cpu_ms: float | None = None
+    # PostgreSQL's CPU time per request over the same run (its processes on this machine):
+    # on a 2-core box the database shares the cores with the server and wrk.
+    db_cpu_ms: float | None = None
 
     def as_dict(self) -> dict[str, float | int | str]:
         data = asdict(self)
-        for key in ("seconds", "per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_ms"):
+        for key in (
+            "seconds",
+            "per_s",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "cpu_ms",
+            "db_cpu_ms",
+        ):
             if data[key] is not None:
                 data[key] = round(data[key], 2)
         if not self.first_error:

@@ -38,7 +38,7 @@ from typing import Any
 
 from bench import analytics_engine, databases, dataset, db_limit, write_path
 from bench.load import Load, WrkMissing, find_wrk, run_wrk, write_targets
-from bench.server import Server, serve
+from bench.server import Server, database_cpu_seconds, serve
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LARGE_PATIENTS = 10_000
@@ -91,7 +91,7 @@ class Run:
     def load(
         self, server: Server, script: str, targets: Path, *, connections: int | None = None
     ) -> Load:
-        cpu = server.cpu_seconds()
+        cpu, db_cpu = server.cpu_seconds(), database_cpu_seconds()
         result = run_wrk(
             self.wrk,
             server.base,
@@ -102,7 +102,15 @@ class Run:
             targets=targets,
         )
         used = server.cpu_seconds() - cpu
-        return replace(result, cpu_ms=1000 * used / result.requests if result.requests else None)
+        db_after = database_cpu_seconds()
+        db_used = db_after - db_cpu if db_cpu is not None and db_after is not None else None
+        if not result.requests:
+            return result
+        return replace(
+            result,
+            cpu_ms=1000 * used / result.requests,
+            db_cpu_ms=None if db_used is None else 1000 * db_used / result.requests,
+        )
 
 
 def _median(values: Sequence[float]) -> float:
@@ -118,6 +126,11 @@ def _summary(loads: Sequence[Load]) -> dict[str, Any]:
         "p90_ms": round(_median([x.p90_ms for x in loads]), 2),
         "p99_ms": round(_median([x.p99_ms for x in loads]), 2),
         "server_cpu_ms": round(_median([x.cpu_ms or 0.0 for x in loads]), 3),
+        "database_cpu_ms": (
+            round(_median([x.db_cpu_ms for x in loads if x.db_cpu_ms is not None]), 3)
+            if any(x.db_cpu_ms is not None for x in loads)
+            else None
+        ),
         "requests": sum(x.requests for x in loads),
         "errors": sum(x.errors for x in loads),
         "rounds": [x.as_dict() for x in loads],
@@ -131,6 +144,11 @@ def _ms(load: dict[str, Any]) -> str:
     return (
         f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, {load['errors']} errors, "
         f"server CPU {load['server_cpu_ms']:.2f} ms/request"
+        + (
+            f" (+ database {load['database_cpu_ms']:.2f} ms)"
+            if load.get("database_cpu_ms") is not None
+            else ""
+        )
     )
 
 

@@ -50,6 +50,24 @@ class Server:
         return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def database_cpu_seconds() -> float | None:
+    """CPU time (user + system) used so far by this machine's PostgreSQL processes (None when
+    it runs none: SQLite, or a server elsewhere). A backend that exits takes its time with it:
+    read it around a load whose connections stay open (the pools keep theirs)."""
+    ticks, found = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        if head.partition("(")[2] != "postgres":
+            continue
+        fields = tail.split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
 def _is_worker(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
