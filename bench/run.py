@@ -91,7 +91,9 @@ class Run:
     def load(
         self, server: Server, script: str, targets: Path, *, connections: int | None = None
     ) -> Load:
-        cpu, db_cpu = server.cpu_seconds(), database_cpu_seconds()
+        # PostgreSQL's time, when it is this server's database (not when it merely runs here).
+        database_cpu = database_cpu_seconds if server.postgres else lambda: None
+        cpu, db_cpu = server.cpu_seconds(), database_cpu()
         result = run_wrk(
             self.wrk,
             server.base,
@@ -102,7 +104,7 @@ class Run:
             targets=targets,
         )
         used = server.cpu_seconds() - cpu
-        db_after = database_cpu_seconds()
+        db_after = database_cpu()
         db_used = db_after - db_cpu if db_cpu is not None and db_after is not None else None
         if not result.requests:
             return result

@@ -27,6 +27,7 @@ class Server:
     base: str  # http://127.0.0.1:<port>
     pid: int  # the `outcomes serve` process (uvicorn's supervisor when workers > 1)
     log: Path
+    postgres: bool  # whether its database is PostgreSQL (not the embedded SQLite)
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the workers, or the server itself."""
@@ -117,7 +118,7 @@ def serve(
     failed = False
     try:
         _wait_ready(proc, base, log, workers)
-        yield Server(base, proc.pid, log)
+        yield Server(base, proc.pid, log, database_url.startswith("postgresql"))
     except BaseException:
         failed = True
         raise
