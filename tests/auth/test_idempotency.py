@@ -116,6 +116,13 @@ async def store_key(
         await conn.execute(insert(IdempotencyKey).values(**values))
 
 
+async def an_observation_post(caller: Caller) -> tuple[str, str, dict[str, Any]]:
+    """A new patient's id, the URL of its observations and a valid observation to post."""
+    patient = await create_patient(caller.client)
+    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    return patient["id"], f"{PATIENTS}/{patient['id']}/observations", body
+
+
 # --- replay ------------------------------------------------------------------------------
 
 
@@ -150,9 +157,7 @@ async def test_a_replay_still_gets_a_request_id_and_no_store(clinician: Caller) 
 
 
 async def test_an_observation_post_is_replayed(clinician: Caller, engine: AsyncEngine) -> None:
-    patient = await create_patient(clinician.client)
-    url = f"{PATIENTS}/{patient['id']}/observations"
-    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    _, url, body = await an_observation_post(clinician)
     first = await post(clinician.client, url, body, "obs-1")
     assert first.status_code == 201, first.text
     again = await post(clinician.client, url, body, "obs-1")
@@ -198,13 +203,11 @@ async def audit_rows(admin: httpx.AsyncClient, patient_id: str) -> list[tuple[An
 async def test_a_replay_is_audited_as_a_read_of_the_stored_response(
     clinician: Caller, admin: httpx.AsyncClient
 ) -> None:
-    patient = await create_patient(clinician.client)
-    url = f"{PATIENTS}/{patient['id']}/observations"
-    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    patient_id, url, body = await an_observation_post(clinician)
     first = await post(clinician.client, url, body, "audited-1")
     again = await post(clinician.client, url, body, "audited-1")
     assert again.headers["idempotent-replayed"] == "true"
-    assert await audit_rows(admin, patient["id"]) == [
+    assert await audit_rows(admin, patient_id) == [
         ("create", 201, "allowed", first.headers["x-request-id"]),
         ("read", 201, "allowed", again.headers["x-request-id"]),
     ]
@@ -213,9 +216,7 @@ async def test_a_replay_is_audited_as_a_read_of_the_stored_response(
 async def test_a_replay_goes_only_to_a_token_still_valid(
     clinician: Caller, admin: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    patient = await create_patient(clinician.client)
-    url = f"{PATIENTS}/{patient['id']}/observations"
-    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    _, url, body = await an_observation_post(clinician)
     assert (await post(clinician.client, url, body, "revoked-1")).status_code == 201
     revoked = await admin.delete(f"{API}/tokens/{clinician.token_id}")
     assert revoked.status_code == 204
@@ -241,13 +242,11 @@ async def test_the_same_key_with_another_body_is_422_and_writes_nothing(
 async def test_a_key_answer_is_audited_with_its_status(
     clinician: Caller, admin: httpx.AsyncClient
 ) -> None:
-    patient = await create_patient(clinician.client)
-    url = f"{PATIENTS}/{patient['id']}/observations"
-    body = {"instrument": "pain-nrs", "value": 6, "recorded_at": ago(hours=1)}
+    patient_id, url, body = await an_observation_post(clinician)
     first = await post(clinician.client, url, body, "k-audit")
     other = await post(clinician.client, url, body | {"value": 7}, "k-audit")
     assert_problem(other, 422, loc=LOC)
-    assert await audit_rows(admin, patient["id"]) == [
+    assert await audit_rows(admin, patient_id) == [
         ("create", 201, "allowed", first.headers["x-request-id"]),
         ("create", 422, "allowed", other.headers["x-request-id"]),
     ]
