@@ -486,6 +486,36 @@ async def test_a_500_under_uvicorn_logs_the_stack_and_request_id_but_not_the_mes
         assert leak not in logged
 
 
+def test_a_task_exception_asyncio_logs_withholds_its_message(app: FastAPI) -> None:
+    records, logger = _Records(), logging.getLogger("asyncio")
+    logger.addHandler(records)
+    try:
+        try:
+            raise ValueError(SECRET)
+        except ValueError:
+            logger.error("Task exception was never retrieved", exc_info=True)
+    finally:
+        logger.removeHandler(records)
+    [line] = records.lines
+    assert "ValueError (message withheld" in line
+    assert "Zelda" not in line
+
+
+def test_uvicorn_keeps_the_message_of_an_error_outside_requests(app: FastAPI) -> None:
+    # A failed start is about configuration (no patient data), and the operator needs it.
+    records, logger = _Records(), logging.getLogger("uvicorn.error")
+    logger.addHandler(records)
+    try:
+        try:
+            raise OSError("connection refused by 127.0.0.1:5432")
+        except OSError:
+            logger.error("Application startup failed. Exiting.", exc_info=True)
+    finally:
+        logger.removeHandler(records)
+    [line] = records.lines
+    assert "OSError: connection refused by 127.0.0.1:5432" in line
+
+
 # --- The schema documents these answers -----------------------------------------------------
 
 

@@ -40,35 +40,48 @@ LATENCY = Histogram(
 
 
 class WithholdExceptionMessages(logging.Filter):
-    """Logs an exception as its type and stack, never its message.
+    """Logs an exception as its type and stack, never its message (for the records whose
+    message starts with ``prefix``, if given).
 
-    uvicorn logs an exception that reaches it ("Exception in ASGI application": Starlette
-    re-raises every unhandled one after answering 500), and asyncio one that a task left
-    unretrieved, with the message: a driver's message can quote the row it refused, that is
-    patient data. The app's own logging already leaves messages out (app.core.errors).
+    uvicorn logs an exception that reaches it from a request ("Exception in ASGI
+    application": Starlette re-raises every unhandled one after answering 500), and asyncio
+    one that a task left unretrieved, with the message: a driver's message can quote the row
+    it refused, that is patient data. The app's own logging already leaves messages out
+    (app.core.errors). uvicorn's other errors (a failed start: a database that refuses the
+    connection) keep theirs: they are about configuration, and the operator needs them.
     """
+
+    def __init__(self, prefix: str | None = None) -> None:
+        super().__init__()
+        self.prefix = prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None:
-            stack = "".join(traceback.format_tb(exc.__traceback__))
-            withheld = f"{type(exc).__name__} (message withheld: it may carry patient data)"
-            record.msg = f"{record.getMessage().rstrip()}\n{withheld}\n{stack}"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
+        if exc is None:
+            return True
+        message = record.getMessage()
+        if self.prefix is not None and not message.startswith(self.prefix):
+            return True
+        stack = "".join(traceback.format_tb(exc.__traceback__))
+        withheld = f"{type(exc).__name__} (message withheld: it may carry patient data)"
+        record.msg = f"{message.rstrip()}\n{withheld}\n{stack}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
         return True
 
 
-_WITHHOLD = WithholdExceptionMessages()
-# The loggers outside the app that log exceptions with their messages.
-_FOREIGN_LOGGERS = ("uvicorn.error", "asyncio")
+# The loggers outside the app that log a request's exception with its message.
+_WITHHOLDING = {
+    "uvicorn.error": WithholdExceptionMessages("Exception in ASGI application"),
+    "asyncio": WithholdExceptionMessages(),
+}
 
 
 def withhold_exception_messages() -> None:
-    """Filter the loggers that can log an exception's message (idempotent)."""
-    for name in _FOREIGN_LOGGERS:
-        logging.getLogger(name).addFilter(_WITHHOLD)
+    """Filter the loggers that can log a request's exception message (idempotent)."""
+    for name, withholding in _WITHHOLDING.items():
+        logging.getLogger(name).addFilter(withholding)
 
 
 def route_template(scope: Scope) -> str:
