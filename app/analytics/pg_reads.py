@@ -7,7 +7,8 @@ from the course window on. Through SQLAlchemy these were two statements of about
 Python each; here they are parts of one, with the values as three arrays (instrument,
 recorded_at, value) that asyncpg decodes in C: a single recording reads them first
 (``ACTIVE_COURSES``), a batch's write returns them (``written_then_active_courses``), and a
-trend read is one statement with its audit row (``TRENDS_COURSE``). The SQL is that of
+trend read is one statement with its audit row (``TRENDS_COURSE``; of the facts it reads only
+the first session: a trend read does not run the policy). The SQL is that of
 AnalyticsRepository's constants (``_ACTIVE_COURSES``, ``_TRENDS_COURSE``, ``_NAMED_COURSE``,
 ``_VALUES_SINCE``), written out; the statements are put together from these constant fragments
 only (no input is ever interpolated, hence the ``noqa: S608``).
@@ -30,15 +31,19 @@ from app.analytics.repository import CourseFacts, PolicyCourse
 from app.audit.service import INSERT_EVENT_INTO
 from app.core.pg import Connection
 
-# A course row (PolicyCourse's columns, in order) and its facts, as in _facts_of: the latest
-# history row, the first session, the latest session's adverse events.
-_COURSE_WITH_FACTS = """
+# A course row: PolicyCourse's columns, in order.
+_COURSE = """
     SELECT c.id, c.patient_id, c.start_date, c.policy, c.status, c.adjustment,
-           c.sessions_per_week, c.sessions_done, c.max_sessions, c.created_at,
-           latest_change.source AS last_change_source,
-           latest_change.changed_at AS last_change_at,
+           c.sessions_per_week, c.sessions_done, c.max_sessions, c.created_at,"""
+_FIRST_SESSION = """
            (SELECT min(s.performed_at) FROM treatment_sessions s
-             WHERE s.course_id = c.id) AS first_session_at,
+             WHERE s.course_id = c.id) AS first_session_at,"""
+
+# A course row and its facts, as in _facts_of: the latest history row, the first session, the
+# latest session's adverse events.
+_COURSE_WITH_FACTS = f"""{_COURSE}
+           latest_change.source AS last_change_source,
+           latest_change.changed_at AS last_change_at,{_FIRST_SESSION}
            (SELECT s.adverse_events FROM treatment_sessions s
              WHERE s.course_id = c.id
              ORDER BY s.performed_at DESC, s.number DESC LIMIT 1) AS latest_adverse_events
@@ -48,6 +53,15 @@ _COURSE_WITH_FACTS = """
              WHERE f.course_id = c.id
              ORDER BY f.changed_at DESC, f.id DESC LIMIT 1
       ) latest_change ON true
+"""  # noqa: S608
+
+# The same columns for a trend read, which needs only the first session (the baseline ends
+# there): the policy's facts are NULL, not read (trends_course returns none of them).
+_COURSE_WITH_FIRST_SESSION = f"""{_COURSE}
+           NULL::varchar AS last_change_source,
+           NULL::timestamptz AS last_change_at,{_FIRST_SESSION}
+           NULL::json AS latest_adverse_events
+      FROM courses c
 """
 
 # The patient's values from the earliest start of the `courses` CTE's windows ($2 days before
@@ -90,7 +104,7 @@ SELECT {_COLUMNS}
 # active one, else the latest; and, when there is one, the request's audit row ($4–$14, in the
 # order of app.audit.service.AUDIT_COLUMNS).
 TRENDS_COURSE = f"""
-WITH courses AS ({_COURSE_WITH_FACTS}
+WITH courses AS ({_COURSE_WITH_FIRST_SESSION}
      WHERE c.patient_id = $1 AND ($3::uuid IS NULL OR c.id = $3::uuid)
      ORDER BY (c.status = 'active') DESC, c.start_date DESC, c.created_at DESC
      LIMIT 1),
@@ -137,12 +151,17 @@ async def trends_course(
     patient_id: uuid.UUID,
     course_id: uuid.UUID | None,
     audit_row: Sequence[object],
-) -> tuple[Inputs, Rows]:
-    """The course of a trend read (none when the patient has none, or not the one named), and
-    the read's ``audit_row`` (AUDIT_COLUMNS' values) written when there is a course."""
-    return read_inputs(
+) -> tuple[tuple[PolicyCourse, datetime | None] | None, Rows]:
+    """The course of a trend read with its first session (None when the patient has no
+    course, or not the one named) and the window's values; the read's ``audit_row``
+    (AUDIT_COLUMNS' values) is written when there is a course."""
+    courses, rows = read_inputs(
         await conn.fetch(TRENDS_COURSE, patient_id, window_days(), course_id, *audit_row)
     )
+    if not courses:
+        return None, rows
+    course, facts = courses[0]
+    return (course, facts.first_session_at), rows
 
 
 def read_inputs(records: Sequence[Any]) -> tuple[Inputs, Rows]:

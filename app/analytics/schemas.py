@@ -12,7 +12,7 @@ from app.analytics.trends import Status
 from app.core.schemas import Number, ResponseModel
 
 if TYPE_CHECKING:
-    from app.analytics.service import CourseAnalysis
+    from app.analytics.service import CourseTrends
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -44,10 +44,8 @@ class InstrumentTrendRead(ResponseModel):
     status: Status
 
     @classmethod
-    def of(
-        cls, analysis: CourseAnalysis, instrument: str | None = None
-    ) -> list[InstrumentTrendRead]:
-        """The trends of an analysis, in catalogue order (or the one instrument asked for)."""
+    def of(cls, analysis: CourseTrends, instrument: str | None = None) -> list[InstrumentTrendRead]:
+        """A course's trends, in catalogue order (or the one instrument asked for)."""
         return [
             cls.model_validate(trend)
             for code, trend in analysis.trends.items()

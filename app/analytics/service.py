@@ -65,16 +65,24 @@ class CourseView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class CourseAnalysis:
+class CourseTrends:
+    """Each instrument's trend within a course, and which one is primary."""
+
     course: CourseView
     trends: dict[str, InstrumentTrend]  # in catalogue order, instruments with values only
     primary: str | None
-    recommendation: Recommendation
 
     @property
     def status(self) -> Status:
         trend = self.trends.get(self.primary) if self.primary else None
         return trend.status if trend else "insufficient-data"
+
+
+@dataclass(frozen=True, slots=True)
+class CourseAnalysis(CourseTrends):
+    """The trends and the policy's say on them."""
+
+    recommendation: Recommendation
 
 
 def course_trends(
@@ -158,34 +166,41 @@ class AnalyticsService:
         patient_id: uuid.UUID,
         course_id: uuid.UUID | None,
         access: AccessRecord,
-    ) -> CourseAnalysis | None:
-        """The analysis of the course asked for (default: the active course, else the latest);
+    ) -> CourseTrends | None:
+        """The trends of the course asked for (default: the active course, else the latest);
         None when the patient has no course. 404 for an unknown patient or another's course.
+        Not the policy's say: a trend read does not show it (GET /recommendation does).
 
-        Two queries in the common case (the course with its facts, the values), one on
-        PostgreSQL: the patient is only looked up when no course answers, to tell "no course"
-        from "no patient".
+        Two queries in the common case (the course with its first session, the values), one
+        on PostgreSQL: the patient is only looked up when no course answers, to tell "no
+        course" from "no patient".
         """
         rows: pg_reads.Rows | None = None
+        found: tuple[PolicyCourse, datetime | None] | None
         if self.pool is not None:
-            # One statement: the course, its facts, its values and, when there is a course to
-            # answer with, the request's audit row (otherwise the request's hooks write it).
+            # One statement: the course, its first session, its values and, when there is a
+            # course to answer with, the request's audit row (otherwise the request's hooks
+            # write it).
             audit_row = audit_values(access, 200)
             async with pg.connection(self.pool) as conn:
-                courses, rows = await pg_reads.trends_course(conn, patient_id, course_id, audit_row)
-            found = courses[0] if courses else None
+                found, rows = await pg_reads.trends_course(conn, patient_id, course_id, audit_row)
             access.written = found is not None
         else:
-            found = await self.repo.course_for_trends(patient_id, course_id)
+            with_facts = await self.repo.course_for_trends(patient_id, course_id)
+            found = (with_facts[0], with_facts[1].first_session_at) if with_facts else None
         if found is None:
             await PatientService(self.session).get(patient_id)  # 404 for an unknown patient
             if course_id is not None:
                 raise CourseNotFound(course_id)
             return None
-        course, facts = found
-        if rows is None:
-            return await self.analyse(course, utcnow(), facts)
-        return _analysis(course, facts, group_points(rows), utcnow(), self.policy_of(course))
+        course, first_session_at = found
+        params = self.policy_of(course)
+        if rows is not None:
+            points = group_points(rows)
+        else:
+            since = window_start(course.start_date, params.thresholds)
+            points = group_points(await self.repo.values_since(course.patient_id, since))
+        return _trends_of(course, first_session_at, points, utcnow(), params)
 
     async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
         course = await CourseService(self.session).get(course_id)
@@ -281,6 +296,17 @@ def _any_between(points: list[Point] | None, since: datetime, until: datetime) -
     return any(since <= p.recorded_at <= until for p in points or ())
 
 
+def _trends_of(
+    course: CourseView,
+    first_session_at: datetime | None,
+    points: dict[str, list[Point]],
+    now: datetime,
+    params: PolicyParams,
+) -> CourseTrends:
+    trends = course_trends(course, points, first_session_at, now, params)
+    return CourseTrends(course, trends, _primary(trends))
+
+
 def _analysis(
     course: CourseView,
     facts: CourseFacts,
@@ -288,16 +314,16 @@ def _analysis(
     now: datetime,
     params: PolicyParams,
 ) -> CourseAnalysis:
-    trends = course_trends(course, points, facts.first_session_at, now, params)
-    primary = _primary(trends)
+    found = _trends_of(course, facts.first_session_at, points, now, params)
+    primary = found.primary
     rec = evaluate(
         params,
         _state(course, facts),
-        trends.get(primary) if primary else None,
+        found.trends.get(primary) if primary else None,
         BY_CODE[primary] if primary else None,
         now,
     )
-    return CourseAnalysis(course, trends, primary, rec)
+    return CourseAnalysis(course, found.trends, primary, rec)
 
 
 def _state(course: CourseView, facts: CourseFacts) -> CourseState:
@@ -314,4 +340,4 @@ def _state(course: CourseView, facts: CourseFacts) -> CourseState:
     )
 
 
-__all__: Sequence[str] = ["AnalyticsService", "CourseAnalysis"]
+__all__: Sequence[str] = ["AnalyticsService", "CourseAnalysis", "CourseTrends"]
