@@ -7,8 +7,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -447,6 +447,20 @@ class _Records(logging.Handler):
         self.lines.append(self.format(record))
 
 
+@contextmanager
+def _captured(*names: str) -> Iterator[_Records]:
+    """The lines the loggers ``names`` write in the block, as their handlers would see them."""
+    records = _Records()
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addHandler(records)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+
+
 async def test_a_500_under_uvicorn_logs_the_stack_and_request_id_but_not_the_message(
     live_server: str,
     issue_token: Issue,
@@ -461,11 +475,7 @@ async def test_a_500_under_uvicorn_logs_the_stack_and_request_id_but_not_the_mes
 
     monkeypatch.setattr(PatientService, "get", explode)
     token = await issue_token("clinician")
-    records = _Records()
-    loggers = [logging.getLogger(name) for name in ("uvicorn", "app")]
-    for logger in loggers:
-        logger.addHandler(records)
-    try:
+    with _captured("uvicorn", "app") as records:
         async with httpx.AsyncClient(base_url=live_server) as c:
             headers = {"Authorization": f"Bearer {token}"}
             response = await c.get(f"{API}/patients/{uuid.uuid4()}", headers=headers)
@@ -473,9 +483,6 @@ async def test_a_500_under_uvicorn_logs_the_stack_and_request_id_but_not_the_mes
             if any("Exception in ASGI application" in line for line in records.lines):
                 break
             await asyncio.sleep(0.025)
-    finally:
-        for logger in loggers:
-            logger.removeHandler(records)
     assert response.status_code == 500
     logged = "\n".join(records.lines)
     assert "Exception in ASGI application" in logged  # uvicorn's own line, filtered
@@ -486,33 +493,27 @@ async def test_a_500_under_uvicorn_logs_the_stack_and_request_id_but_not_the_mes
         assert leak not in logged
 
 
-def test_a_task_exception_asyncio_logs_withholds_its_message(app: FastAPI) -> None:
-    records, logger = _Records(), logging.getLogger("asyncio")
-    logger.addHandler(records)
-    try:
+def _logged(name: str, message: str, exc: Exception) -> str:
+    """The line the logger ``name`` writes for ``message`` with ``exc`` (as it was raised)."""
+    with _captured(name) as records:
         try:
-            raise ValueError(SECRET)
-        except ValueError:
-            logger.error("Task exception was never retrieved", exc_info=True)
-    finally:
-        logger.removeHandler(records)
+            raise exc
+        except type(exc):
+            logging.getLogger(name).error(message, exc_info=True)
     [line] = records.lines
+    return line
+
+
+def test_a_task_exception_asyncio_logs_withholds_its_message(app: FastAPI) -> None:
+    line = _logged("asyncio", "Task exception was never retrieved", ValueError(SECRET))
     assert "ValueError (message withheld" in line
     assert "Zelda" not in line
 
 
 def test_uvicorn_keeps_the_message_of_an_error_outside_requests(app: FastAPI) -> None:
     # A failed start is about configuration (no patient data), and the operator needs it.
-    records, logger = _Records(), logging.getLogger("uvicorn.error")
-    logger.addHandler(records)
-    try:
-        try:
-            raise OSError("connection refused by 127.0.0.1:5432")
-        except OSError:
-            logger.error("Application startup failed. Exiting.", exc_info=True)
-    finally:
-        logger.removeHandler(records)
-    [line] = records.lines
+    refused = OSError("connection refused by 127.0.0.1:5432")
+    line = _logged("uvicorn.error", "Application startup failed. Exiting.", refused)
     assert "OSError: connection refused by 127.0.0.1:5432" in line
 
 
