@@ -47,15 +47,11 @@ _CACHED_UP_TO = 256  # pair indices of longer series are not kept: n=1000 is 16 
 
 
 @lru_cache(maxsize=_CACHED_UP_TO)
-def _cached_pair_indices(n: int) -> tuple[IndexArray, IndexArray]:
-    rows, cols = np.triu_indices(n, 1)
-    return np.concatenate((rows, rows + n)), np.concatenate((cols, cols + n))
-
-
 def _pair_indices(n: int) -> tuple[IndexArray, IndexArray]:
     """(earlier, later) positions of every pair i < j of two series of n values laid end to
     end in one array: the first series' pairs, then the second's (n ≤ _CACHED_UP_TO)."""
-    return _cached_pair_indices(n)
+    rows, cols = np.triu_indices(n, 1)
+    return np.concatenate((rows, rows + n)), np.concatenate((cols, cols + n))
 
 
 def _pairwise(xy: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
