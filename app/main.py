@@ -33,6 +33,7 @@ from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_wri
 from app.idempotency.service import purging_in_background
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
+from app.recording.router import router as recording_router
 from app.summary.router import router as summary_router
 from app.treatment_sessions.router import router as sessions_router
 
@@ -232,7 +233,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=API_ERRORS,
     )
     # Routes are matched in order: the most frequent requests (recording, trend reads) first.
-    api.include_router(observations_router)  # also serves /instruments
+    api.include_router(recording_router)  # observations, sessions, trends
+    api.include_router(observations_router)  # reads, and /instruments
     api.include_router(analytics_router)
     api.include_router(patients_router)
     api.include_router(courses_router)

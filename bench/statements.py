@@ -29,9 +29,10 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from app.analytics import pg_reads
+from app.analytics.repository import window_days
+from app.audit.service import AUDIT_COLUMNS as INSERT_EVENT_COLUMNS
 from app.audit.service import INSERT_EVENT_SQL
-from app.observations.fast_record import _RECORD
+from app.recording import pg_store
 from bench import databases, dataset
 
 # What db_insert_limit inserts: an observation as POST /observations stores it.
@@ -40,7 +41,7 @@ INSERT INTO observations (id, patient_id, instrument, value, recorded_at, receiv
                           source, note)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
-_NO_CHANGES: list[list[Any]] = [[] for _ in range(7)]  # _RECORD's $21–$27: no policy change
+_NO_CHANGES = pg_store.change_arrays([])  # the POST's write when the policy changes nothing
 
 
 def _backend_cpu(pid: int) -> float:
@@ -74,7 +75,7 @@ async def _run(url: str, count: int) -> None:
     try:
         backend: int = await conn.fetchval("SELECT pg_backend_pid()")
         patients = [r[0] for r in await conn.fetch("SELECT patient_id FROM courses")]
-        days = pg_reads.window_days()
+        days = window_days()
 
         def observation() -> list[Any]:
             now = datetime.now(UTC)
@@ -86,9 +87,21 @@ async def _run(url: str, count: int) -> None:
                 str(patient_id), patient_id, "allowed", 201, uuid.uuid4().hex,
             ]  # fmt: skip
 
+        record_one = pg_store._RECORD_ONE
+        active_inputs = pg_store._ACTIVE_INPUTS
+        columns = ("id", "patient_id", "instrument", "value", "recorded_at", "received_at")
+        audit_columns = [f"audit_{name}" for name in INSERT_EVENT_COLUMNS]
+
         async def record() -> None:
-            row = observation()
-            await conn.fetchval(_RECORD, *row, None, None, None, *audit_row(row[1]), *_NO_CHANGES)
+            row = dict(zip(columns, observation(), strict=True))
+            row |= {"course_id": None, "session_id": None, "context": None, "source": None}
+            row |= {"note": None, **_NO_CHANGES}
+            row |= dict(zip(audit_columns, audit_row(row["patient_id"]), strict=True))
+            await conn.fetch(record_one.sql, *record_one.args(row))
+
+        async def policy_read() -> None:
+            params = {"patient_id": random.choice(patients), "window_days": days}
+            await conn.fetch(active_inputs.sql, *active_inputs.args(params))
 
         async def audit() -> None:
             await conn.execute(INSERT_EVENT_SQL, *audit_row(random.choice(patients)))
@@ -97,19 +110,14 @@ async def _run(url: str, count: int) -> None:
         await _measure(
             "SELECT 1 (the round trip)", backend, count, lambda: conn.fetchval("SELECT 1")
         )
-        await _measure(
-            "ACTIVE_COURSES (the policy's read)",
-            backend,
-            count,
-            lambda: conn.fetch(pg_reads.ACTIVE_COURSES, random.choice(patients), days),
-        )
+        await _measure("PG_ACTIVE_INPUTS (the policy's read)", backend, count, policy_read)
         await _measure(
             "INSERT of db_insert_limit's row",
             backend,
             count,
             lambda: conn.execute(_PLAIN_INSERT, *observation(), None, None, None),
         )
-        await _measure("_RECORD (POST's write, no change)", backend, count, record)
+        await _measure("PG_RECORD_ONE (POST's write, no change)", backend, count, record)
         await _measure("audit row INSERT, synchronous_commit on", backend, count, audit)
         await conn.execute("SET synchronous_commit = off")
         await _measure("audit row INSERT, synchronous_commit off", backend, count, audit)

@@ -446,7 +446,7 @@ async def test_concurrent_batches_of_the_same_ids_store_each_once(
 
 def _general_path() -> dict[str, str]:
     """An Idempotency-Key keeps a batch on SQLAlchemy's path on PostgreSQL too (without one it
-    runs on the plain pool, one constant SQL string: app/observations/fast_record.py)."""
+    runs on the plain pool, one constant SQL string: app/recording/pg_store.py)."""
     return {"Idempotency-Key": str(uuid.uuid4())}
 
 

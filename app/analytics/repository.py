@@ -1,38 +1,61 @@
-"""SQL for analytics: a course's policy inputs and the values its trends are computed from."""
+"""The policy's inputs: a course's columns and facts and the values its trends are computed
+from, as Core statements built once (constructing a select with its correlated subqueries
+costs more CPU than executing it), and the plain values they are decoded into.
+
+These are the reads of the one recording pipeline (app/recording/statements.py composes them
+with its writes) and of the analytics reads that are not part of it (a course's
+recommendation, the patient summary). The rules that live here, once:
+- a course's policy facts: the latest frequency change, the first session, the latest
+  session's adverse events;
+- the values window: from the widest ``window_days_before_start`` of the installed policies
+  before the earliest start date of the courses read (each trend keeps the values of its own
+  course's window, so extra values change nothing), in (``recorded_at``, ``id``) order, so
+  that ties fall the same way on every read and both databases (PostgreSQL orders uuids as
+  SQLite orders their hex text).
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict
 
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
-    Row,
-    ScalarSelect,
+    FromClause,
+    FunctionElement,
+    Select,
     Uuid,
+    and_,
     bindparam,
     func,
-    insert,
+    null,
+    or_,
     select,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
-from app.core.db import new_id, table_of
+from app.analytics.registry import policies
+from app.core.db import UTCDateTime, table_of
 from app.courses.models import Course, FrequencyChange
 from app.observations.models import Observation
 from app.treatment_sessions.models import TreatmentSession
 
+OBSERVATIONS = table_of(Observation)
+COURSES = table_of(Course)
+CHANGES = table_of(FrequencyChange)
+SESSIONS = table_of(TreatmentSession)
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyCourse:
-    """The columns of a course that its trends and its policy read, as a plain value: the
-    write path reads them with Core (no ORM object to build, track or flush)."""
+    """The columns of a course that its trends and its policy read, as a plain value (no ORM
+    object to build, track or flush on the write path)."""
 
     id: uuid.UUID
     patient_id: uuid.UUID
@@ -45,23 +68,19 @@ class PolicyCourse:
     max_sessions: int | None
 
 
-_POLICY_COLUMNS = (
-    Course.id,
-    Course.patient_id,
-    Course.start_date,
-    Course.policy,
-    Course.status,
-    Course.adjustment,
-    Course.sessions_per_week,
-    Course.sessions_done,
-    Course.max_sessions,
-)
-_COURSES = table_of(Course)
-_FREQUENCY_CHANGES = table_of(FrequencyChange)
+@dataclass(frozen=True, slots=True)
+class CourseFacts:
+    """What the policy needs besides the course row (a trend read, which does not run the
+    policy, leaves the latest change unread: None)."""
+
+    last_change_source: str
+    last_change_at: datetime
+    first_session_at: datetime | None
+    latest_adverse_events: tuple[str, ...]
 
 
 class FrequencyChangeValues(TypedDict):
-    """A policy's change to a course: the new frequency and its history row's values."""
+    """A change to a course: the new frequency and its history row's values."""
 
     sessions_per_week: float
     phase: str
@@ -70,54 +89,214 @@ class FrequencyChangeValues(TypedDict):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class CourseFacts:
-    """What the policy needs besides the course row, fetched in one round trip."""
+class Value(NamedTuple):
+    """One stored value of a patient, as the trends read it."""
 
-    last_change_source: str
-    last_change_at: datetime
-    first_session_at: datetime | None
-    latest_adverse_events: tuple[str, ...]
+    instrument: str
+    recorded_at: datetime
+    id: uuid.UUID
+    value: float
+
+
+def value_order(value: Value) -> tuple[datetime, uuid.UUID]:
+    """The order of values everywhere: (recorded_at, id)."""
+    return value.recorded_at, value.id
+
+
+@dataclass(slots=True)
+class PolicyInputs:
+    """Courses with their facts, and the patient's values from the earliest of their windows
+    in ``value_order``."""
+
+    courses: list[tuple[PolicyCourse, CourseFacts]] = field(default_factory=list)
+    values: list[Value] = field(default_factory=list)
+
+
+def window_days() -> int:
+    """The widest window of the installed policies (days before a course's start): the read
+    runs before the course, and so its policy, is known."""
+    return max(p.window_days_before_start for p in policies().values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Courses and their policy facts
+
+# PolicyCourse's fields, in order (app/analytics/repository.py).
+COURSE_COLUMNS = (
+    "id",
+    "patient_id",
+    "start_date",
+    "policy",
+    "status",
+    "adjustment",
+    "sessions_per_week",
+    "sessions_done",
+    "max_sessions",
+)
+FACT_COLUMNS = ("last_change_source", "last_change_at", "first_session_at", "latest_adverse_events")
+
+
+def _facts(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    """The policy's facts of a course, as correlated subqueries labelled FACT_COLUMNS."""
+    latest_change = (
+        select(CHANGES.c.source)
+        .where(CHANGES.c.course_id == course_id)
+        .order_by(CHANGES.c.changed_at.desc(), CHANGES.c.id.desc())
+        .limit(1)
+    )
+    latest_session = (
+        select(SESSIONS.c.adverse_events)
+        .where(SESSIONS.c.course_id == course_id)
+        .order_by(SESSIONS.c.performed_at.desc(), SESSIONS.c.number.desc())
+        .limit(1)
+    )
+    return [
+        latest_change.scalar_subquery().label("last_change_source"),
+        latest_change.with_only_columns(CHANGES.c.changed_at)
+        .scalar_subquery()
+        .label("last_change_at"),
+        _first_session(course_id),
+        latest_session.scalar_subquery().label("latest_adverse_events"),
+    ]
+
+
+def _first_session(course_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    # min() keeps the column type: an aware UTC datetime on every database.
+    first = select(func.min(SESSIONS.c.performed_at)).where(SESSIONS.c.course_id == course_id)
+    return first.scalar_subquery().label("first_session_at")
+
+
+_COURSE = [COURSES.c[name] for name in COURSE_COLUMNS]
+_WITH_FACTS = select(*_COURSE, *_facts(COURSES.c.id))
+_NEWEST_FIRST = (COURSES.c.start_date.desc(), COURSES.c.created_at.desc())
+
+# Which courses a read is about.
+_OF_PATIENT = COURSES.c.patient_id == bindparam("patient_id")
+_ACTIVE = and_(_OF_PATIENT, COURSES.c.status == "active")  # the ones new values concern
+_NAMED = and_(_OF_PATIENT, COURSES.c.id == bindparam("course_id"))  # a session's course
+_BY_ID = COURSES.c.id == bindparam("course_id")  # GET /courses/{id}/recommendation
+# A trend read's: the one named (if it is the patient's), else the active one, else the latest.
+_TREND = and_(
+    _OF_PATIENT,
+    or_(
+        bindparam("course_id", type_=Uuid).is_(None),
+        COURSES.c.id == bindparam("course_id", type_=Uuid),
+    ),
+)
+_TREND_ORDER = ((COURSES.c.status == "active").desc(), *_NEWEST_FIRST)
+
+ACTIVE_COURSES = _WITH_FACTS.where(_ACTIVE).order_by(*_NEWEST_FIRST)
+NAMED_COURSE = _WITH_FACTS.where(_NAMED)
+COURSE_BY_ID = _WITH_FACTS.where(_BY_ID)
+# A trend read does not run the policy: of the facts, only the first session (where the
+# baseline ends); the others are NULL, not read.
+TREND_COURSE = (
+    select(
+        *_COURSE,
+        null().label("last_change_source"),
+        null().label("last_change_at"),
+        _first_session(COURSES.c.id),
+        null().label("latest_adverse_events"),
+    )
+    .where(_TREND)
+    .order_by(*_TREND_ORDER)
+    .limit(1)
+)
+
+# ---------------------------------------------------------------------------------------------
+# The values window
+
+
+class window_start(FunctionElement[Any]):
+    """UTC midnight ``days`` days before the date ``start``: where a course's values begin."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "window_start"
+
+
+@compiles(window_start, "postgresql")
+def _window_start_pg(element: window_start, compiler: SQLCompiler, **kw: Any) -> str:
+    start, days = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({start}) - CAST({days} AS INTEGER))::timestamp AT TIME ZONE 'UTC'"
+
+
+@compiles(window_start, "sqlite")
+def _window_start_sqlite(element: window_start, compiler: SQLCompiler, **kw: Any) -> str:
+    # UTCDateTime is naive ISO text on SQLite: "YYYY-MM-DD HH:MM:SS" sorts before any value
+    # recorded at or after that midnight.
+    start, days = (compiler.process(c, **kw) for c in element.clauses)
+    return f"datetime({start}, '-' || ({days}) || ' days')"
+
+
+def values_of(
+    courses: FromClause, patient: ColumnElement[Any] = bindparam("patient_id")
+) -> Select[Any]:
+    """The ``patient``'s values from the window of the earliest of ``courses`` (their
+    ``start_date``) on, with ``window_days`` bound, in (recorded_at, id) order."""
+    earliest = select(func.min(courses.c.start_date)).scalar_subquery()
+    return (
+        select(
+            OBSERVATIONS.c.instrument,
+            OBSERVATIONS.c.recorded_at,
+            OBSERVATIONS.c.id,
+            OBSERVATIONS.c.value,
+        )
+        .where(
+            OBSERVATIONS.c.patient_id == patient,
+            OBSERVATIONS.c.recorded_at >= window_start(earliest, bindparam("window_days")),
+        )
+        .order_by(OBSERVATIONS.c.recorded_at, OBSERVATIONS.c.id)
+    )
+
+
+_STARTS = select(COURSES.c.start_date)
+ACTIVE_VALUES = values_of(_STARTS.where(_ACTIVE).subquery())
+NAMED_VALUES = values_of(_STARTS.where(_NAMED).subquery())
+COURSE_VALUES = values_of(
+    _STARTS.where(_BY_ID).subquery(),
+    select(COURSES.c.patient_id).where(_BY_ID).scalar_subquery(),
+)
+TREND_VALUES = values_of(_STARTS.where(_TREND).order_by(*_TREND_ORDER).limit(1).subquery())
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding: rows are read by column label.
+
+
+def course_of(row: Mapping[str, Any]) -> tuple[PolicyCourse, CourseFacts]:
+    events = row["latest_adverse_events"]
+    if isinstance(events, str):  # json: a raw asyncpg connection returns its text
+        events = json.loads(events)
+    facts = CourseFacts(
+        last_change_source=row["last_change_source"],
+        last_change_at=row["last_change_at"],
+        first_session_at=row["first_session_at"],
+        latest_adverse_events=tuple(events or ()),
+    )
+    return PolicyCourse(*(row[name] for name in COURSE_COLUMNS)), facts
+
+
+async def read_inputs(
+    session: AsyncSession, courses: Select[Any], values: Select[Any], params: dict[str, Any]
+) -> PolicyInputs:
+    """Courses and their window's values on a session: two statements."""
+    found = [course_of(r._mapping) for r in await session.execute(courses, params)]
+    if not found:
+        return PolicyInputs()
+    rows = await session.execute(values, {**params, "window_days": window_days()})
+    return PolicyInputs(found, [Value(*row) for row in rows])
 
 
 class AnalyticsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def policy_courses(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
-    ) -> list[tuple[PolicyCourse, CourseFacts]]:
-        """The patient's active courses (or the one named) with their policy facts, in one
-        round trip."""
-        if course_id is None:
-            result = await self.session.execute(_ACTIVE_COURSES, {"patient_id": patient_id})
-        else:
-            params = {"patient_id": patient_id, "course_id": course_id}
-            result = await self.session.execute(_NAMED_COURSE, params)
-        return [_course_and_facts(row) for row in result.all()]
-
-    async def course_for_trends(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
-    ) -> tuple[PolicyCourse, CourseFacts] | None:
-        """The course named (if it is the patient's), else the patient's active course, else
-        the latest one, with its policy facts: one round trip."""
-        if course_id is None:
-            result = await self.session.execute(_TRENDS_COURSE, {"patient_id": patient_id})
-        else:
-            params = {"patient_id": patient_id, "course_id": course_id}
-            result = await self.session.execute(_NAMED_COURSE, params)
-        row = result.first()
-        return _course_and_facts(row) if row is not None else None
-
-    async def facts(self, course_id: uuid.UUID) -> CourseFacts:
-        return _facts((await self.session.execute(_FACTS, {"course_id": course_id})).one())
-
-    async def values_since(
-        self, patient_id: uuid.UUID, since: datetime
-    ) -> Sequence[Row[str, datetime, float]]:
-        """(instrument, recorded_at, value) of the patient from ``since``, oldest first."""
-        params = {"patient_id": patient_id, "since": since}
-        return (await self.session.execute(_VALUES_SINCE, params)).all()
+    async def course_inputs(self, course_id: uuid.UUID) -> PolicyInputs:
+        """One course (whoever's) with its facts and values; no course when unknown."""
+        return await read_inputs(
+            self.session, COURSE_BY_ID, COURSE_VALUES, {"course_id": course_id}
+        )
 
     async def cohort_courses(
         self,
@@ -147,112 +326,16 @@ class AnalyticsRepository:
 
     async def values_of_patients(
         self, patient_ids: set[uuid.UUID], since: datetime
-    ) -> Sequence[Row[uuid.UUID, str, datetime, float]]:
-        stmt = select(
-            Observation.patient_id,
-            Observation.instrument,
-            Observation.recorded_at,
-            Observation.value,
-        ).where(Observation.patient_id.in_(patient_ids), Observation.recorded_at >= since)
-        return (await self.session.execute(stmt)).all()
-
-    async def change_frequency(
-        self, course: PolicyCourse, change: FrequencyChangeValues, now: datetime
-    ) -> bool:
-        """Apply a policy change unless the course moved on meanwhile: the UPDATE only matches
-        the frequency the policy saw, so of two concurrent recordings that both decide the same
-        step, one applies it and the other finds nothing to do (one history row, not two)."""
-        params = {
-            "course_id": course.id,
-            "seen": course.sessions_per_week,
-            "sessions_per_week": change["sessions_per_week"],
-            "phase": change["phase"],
-            "updated_at": now,
-        }
-        result = await self.session.execute(_CHANGE_FREQUENCY, params)
-        if cast("CursorResult[Any]", result).rowcount != 1:
-            return False
-        await self.session.execute(
-            _ADD_CHANGE, {"id": new_id(), "course_id": course.id, "changed_at": now, **change}
+    ) -> Sequence[Any]:
+        """(patient_id, instrument, recorded_at, value) from ``since``, in value order."""
+        stmt = (
+            select(
+                Observation.patient_id,
+                Observation.instrument,
+                Observation.recorded_at,
+                Observation.value,
+            )
+            .where(Observation.patient_id.in_(patient_ids), Observation.recorded_at >= since)
+            .order_by(Observation.recorded_at, Observation.id)
         )
-        return True
-
-
-def _facts_of(
-    course_id: ColumnElement[uuid.UUID] | InstrumentedAttribute[uuid.UUID],
-) -> tuple[ScalarSelect[Any], ...]:
-    """Correlated subqueries: the latest history row, the first session, the latest events."""
-    latest_change = (
-        select(FrequencyChange.source)
-        .where(FrequencyChange.course_id == course_id)
-        .order_by(FrequencyChange.changed_at.desc(), FrequencyChange.id.desc())
-        .limit(1)
-    )
-    latest_session = (
-        select(TreatmentSession.adverse_events)
-        .where(TreatmentSession.course_id == course_id)
-        .order_by(TreatmentSession.performed_at.desc(), TreatmentSession.number.desc())
-        .limit(1)
-    )
-    first_session = select(func.min(TreatmentSession.performed_at)).where(
-        TreatmentSession.course_id == course_id
-    )
-    return (
-        latest_change.scalar_subquery(),
-        latest_change.with_only_columns(FrequencyChange.changed_at).scalar_subquery(),
-        # min() keeps the column type: an aware UTC datetime on every database.
-        first_session.scalar_subquery(),
-        latest_session.scalar_subquery(),
-    )
-
-
-def _facts(row: Sequence[Any]) -> CourseFacts:
-    source, changed_at, first_session_at, events = row
-    return CourseFacts(
-        last_change_source=source,
-        last_change_at=changed_at,
-        first_session_at=first_session_at,
-        latest_adverse_events=tuple(events or ()),
-    )
-
-
-def _course_and_facts(row: Sequence[Any]) -> tuple[PolicyCourse, CourseFacts]:
-    split = len(_POLICY_COLUMNS)
-    return PolicyCourse(*row[:split]), _facts(row[split:])
-
-
-# The statements of the recording and trend paths, built once: constructing a select with its
-# four correlated subqueries costs more CPU (~0.6 ms) than executing it.
-_COURSES_WITH_FACTS = select(*_POLICY_COLUMNS, *_facts_of(Course.id)).where(
-    Course.patient_id == bindparam("patient_id")
-)
-_ACTIVE_COURSES = _COURSES_WITH_FACTS.where(Course.status == "active").order_by(
-    Course.start_date.desc(), Course.created_at.desc()
-)
-_NAMED_COURSE = _COURSES_WITH_FACTS.where(Course.id == bindparam("course_id"))
-_TRENDS_COURSE = _COURSES_WITH_FACTS.order_by(
-    (Course.status == "active").desc(), Course.start_date.desc(), Course.created_at.desc()
-).limit(1)
-_FACTS = select(*_facts_of(bindparam("course_id", type_=Uuid)))
-_VALUES_SINCE = (
-    select(Observation.instrument, Observation.recorded_at, Observation.value)
-    .where(
-        Observation.patient_id == bindparam("patient_id"),
-        Observation.recorded_at >= bindparam("since"),
-    )
-    .order_by(Observation.recorded_at)
-)
-_CHANGE_FREQUENCY = (
-    update(_COURSES)
-    .where(
-        _COURSES.c.id == bindparam("course_id"),
-        _COURSES.c.status == "active",
-        _COURSES.c.sessions_per_week == bindparam("seen"),
-    )
-    .values(
-        sessions_per_week=bindparam("sessions_per_week"),
-        phase=bindparam("phase"),
-        updated_at=bindparam("updated_at"),
-    )
-)
-_ADD_CHANGE = insert(_FREQUENCY_CHANGES)
+        return (await self.session.execute(stmt)).all()

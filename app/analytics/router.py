@@ -3,53 +3,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from app.analytics.schemas import (
-    CohortSummaryRead,
-    InstrumentTrendRead,
-    RecommendationRead,
-    TrendsRead,
-)
+from app.analytics.schemas import CohortSummaryRead, RecommendationRead
 from app.analytics.service import AnalyticsService, CourseAnalysis
 from app.core.db import SessionDep, utcnow
 from app.core.schemas import IsoDate
 from app.courses.schemas import Technique
-from app.observations.schemas import InstrumentCode
 
 router = APIRouter(tags=["analytics"])
 
 
-async def get_analytics_service(request: Request, session: SessionDep) -> AnalyticsService:
-    return AnalyticsService(session, request.app.state.raw_pool)
+async def get_analytics_service(session: SessionDep) -> AnalyticsService:
+    return AnalyticsService(session)
 
 
 ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
-
-
-@router.get("/patients/{patient_id}/trends", response_model=TrendsRead)
-async def patient_trends(
-    patient_id: uuid.UUID,
-    service: ServiceDep,
-    request: Request,
-    course_id: Annotated[
-        uuid.UUID | None, Query(description="Default: the active course, else the latest.")
-    ] = None,
-    instrument: Annotated[InstrumentCode | None, Query(description="Only this instrument.")] = None,
-) -> TrendsRead:
-    """Each instrument's response trend within a course (definitions in ANALYTICS.md)."""
-    # Its audit row is written with the read (request.state.access: set by `authorize`).
-    analysis = await service.trends(patient_id, course_id, request.state.access)
-    if analysis is None:
-        return TrendsRead(
-            patient_id=patient_id, course_id=None, status="insufficient-data", instruments=[]
-        )
-    return TrendsRead(
-        patient_id=patient_id,
-        course_id=analysis.course.id,
-        status=analysis.status,  # the primary instrument's, whatever `instrument` selects
-        instruments=InstrumentTrendRead.of(analysis, instrument),
-    )
 
 
 @router.get("/courses/{course_id}/recommendation", response_model=RecommendationRead)

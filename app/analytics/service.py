@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.analytics import pg_reads
 from app.analytics.cohort import CohortSummary, outcome, summarise, weekly_improvement
 from app.analytics.errors import UnknownPolicy
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
 from app.analytics.registry import policies
-from app.analytics.repository import (
-    AnalyticsRepository,
-    CourseFacts,
-    FrequencyChangeValues,
-    PolicyCourse,
-)
+from app.analytics.repository import AnalyticsRepository, CourseFacts, Value
 from app.analytics.trends import (
     InstrumentTrend,
     Point,
@@ -30,15 +24,9 @@ from app.analytics.trends import (
     primary_instrument,
     window_start,
 )
-from app.audit.service import audit_values
-from app.auth.rules import AccessRecord
-from app.core import pg
 from app.core.db import utcnow
 from app.courses.errors import CourseNotFound
-from app.courses.schedule import phase_for
-from app.courses.service import CourseService
 from app.observations.catalogue import BY_CODE, CATALOGUE
-from app.patients.service import PatientService
 
 
 class CourseView(Protocol):
@@ -111,100 +99,30 @@ def _primary(trends: dict[str, InstrumentTrend]) -> str | None:
     return primary_instrument([code for code, t in trends.items() if t.n > 0])
 
 
-def group_points(rows: Iterable[tuple[str, datetime, float]]) -> dict[str, list[Point]]:
-    """(instrument, recorded_at, value) rows as each instrument's points, in the rows' order."""
+def group_points(values: Iterable[Value]) -> dict[str, list[Point]]:
+    """Values as each instrument's points, in the values' order."""
     grouped: dict[str, list[Point]] = defaultdict(list)
-    for code, recorded_at, value in rows:
-        grouped[code].append(Point(recorded_at, value))
+    for value in values:
+        grouped[value.instrument].append(Point(value.recorded_at, value.value))
     return grouped
 
 
 class AnalyticsService:
-    def __init__(self, session: AsyncSession, pool: pg.Pool | None = None) -> None:
+    def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.repo = AnalyticsRepository(session)
-        self.pool = pool  # PostgreSQL: trend reads run as one statement (pg_reads)
 
-    @staticmethod
-    def policy_of(course: CourseView) -> PolicyParams:
-        params = policies().get(course.policy)
-        if params is None:
-            raise UnknownPolicy(f"The course's policy {course.policy!r} is not installed.")
-        return params
-
-    async def analyse(
-        self, course: CourseView, now: datetime, facts: CourseFacts | None = None
-    ) -> CourseAnalysis:
-        """Trends of every instrument with values in the course window, and the policy's say."""
-        params = self.policy_of(course)
-        if facts is None:
-            facts = await self.repo.facts(course.id)
-        since = window_start(course.start_date, params.thresholds)
-        points = group_points(await self.repo.values_since(course.patient_id, since))
-        return _analysis(course, facts, points, now, params)
-
-    async def after_recording(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
-    ) -> None:
-        """Run the policy once for the course(s) that new data concerns, in this transaction:
-        two queries (the courses with their facts, the values), then pure functions.
-
-        A session names its course; an observation concerns the patient's active courses.
-        """
-        courses = await self.repo.policy_courses(patient_id, course_id)
-        if not courses:
-            return
-        now = utcnow()
-        since = min(window_start(c.start_date, self.policy_of(c).thresholds) for c, _ in courses)
-        # One read for every course: each trend keeps the values of its own window.
-        points = group_points(await self.repo.values_since(patient_id, since))
-        for course, change in frequency_changes(courses, points, now):
-            await self.repo.change_frequency(course, change, now)
-
-    async def trends(
-        self,
-        patient_id: uuid.UUID,
-        course_id: uuid.UUID | None,
-        access: AccessRecord,
-    ) -> CourseTrends | None:
-        """The trends of the course asked for (default: the active course, else the latest);
-        None when the patient has no course. 404 for an unknown patient or another's course.
-        Not the policy's say: a trend read does not show it (GET /recommendation does).
-
-        Two queries in the common case (the course with its first session, the values), one
-        on PostgreSQL: the patient is only looked up when no course answers, to tell "no
-        course" from "no patient".
-        """
-        rows: pg_reads.Rows | None = None
-        found: tuple[PolicyCourse, datetime | None] | None
-        if self.pool is not None:
-            # One statement: the course, its first session, its values and, when there is a
-            # course to answer with, the request's audit row (otherwise the request's hooks
-            # write it).
-            audit_row = audit_values(access, 200)
-            async with pg.connection(self.pool) as conn:
-                found, rows = await pg_reads.trends_course(conn, patient_id, course_id, audit_row)
-            access.written = found is not None
-        else:
-            with_facts = await self.repo.course_for_trends(patient_id, course_id)
-            found = (with_facts[0], with_facts[1].first_session_at) if with_facts else None
-        if found is None:
-            await PatientService(self.session).get(patient_id)  # 404 for an unknown patient
-            if course_id is not None:
-                raise CourseNotFound(course_id)
-            return None
-        course, first_session_at = found
-        params = self.policy_of(course)
-        if rows is not None:
-            points = group_points(rows)
-        else:
-            since = window_start(course.start_date, params.thresholds)
-            points = group_points(await self.repo.values_since(course.patient_id, since))
-        return _trends_of(course, first_session_at, points, utcnow(), params)
+    async def analyse(self, course_id: uuid.UUID, now: datetime) -> CourseAnalysis:
+        """Trends of every instrument with values in the course window, and the policy's say;
+        404 for an unknown course."""
+        inputs = await self.repo.course_inputs(course_id)
+        if not inputs.courses:
+            raise CourseNotFound(course_id)
+        course, facts = inputs.courses[0]
+        return analysis(course, facts, group_points(inputs.values), now, policy_of(course))
 
     async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
-        course = await CourseService(self.session).get(course_id)
-        return await self.analyse(course, utcnow())
+        return await self.analyse(course_id, utcnow())
 
     async def cohort(
         self,
@@ -220,14 +138,14 @@ class AnalyticsService:
         if not courses:
             return summarise([])
         first_sessions = await self.repo.first_sessions([c.id for c in courses])
-        earliest = min(window_start(c.start_date, self.policy_of(c).thresholds) for c in courses)
+        earliest = min(window_start(c.start_date, policy_of(c).thresholds) for c in courses)
         values = await self.repo.values_of_patients({c.patient_id for c in courses}, earliest)
-        by_patient: dict[uuid.UUID, list[tuple[str, datetime, float]]] = defaultdict(list)
+        by_patient: dict[uuid.UUID, list[Value]] = defaultdict(list)
         for patient_id, code, recorded_at, value in values:
-            by_patient[patient_id].append((code, recorded_at, value))
+            by_patient[patient_id].append(Value(code, recorded_at, patient_id, value))
         outcomes = []
         for course in courses:
-            params = self.policy_of(course)
+            params = policy_of(course)
             points = group_points(by_patient[course.patient_id])
             first = first_sessions.get(course.id)
             trends = course_trends(course, points, first, now, params)
@@ -243,27 +161,11 @@ class AnalyticsService:
         return summarise(outcomes)
 
 
-def frequency_changes(
-    courses: Iterable[tuple[PolicyCourse, CourseFacts]],
-    points: dict[str, list[Point]],
-    now: datetime,
-) -> list[tuple[PolicyCourse, FrequencyChangeValues]]:
-    """The change the policy makes to each course it would adjust, given the patient's values
-    (each course's trends keep the values of its own window)."""
-    changes = []
-    for course, facts in courses:
-        rec = verdict(course, facts, points, now, AnalyticsService.policy_of(course))
-        if rec.apply:
-            frequency = rec.recommended_sessions_per_week
-            change: FrequencyChangeValues = {
-                "sessions_per_week": frequency,
-                "phase": phase_for(frequency),
-                "source": "policy",
-                "rule": rec.rule,
-                "reason": rec.rationale,
-            }
-            changes.append((course, change))
-    return changes
+def policy_of(course: CourseView) -> PolicyParams:
+    params = policies().get(course.policy)
+    if params is None:
+        raise UnknownPolicy(f"The course's policy {course.policy!r} is not installed.")
+    return params
 
 
 def verdict(
@@ -296,7 +198,7 @@ def _any_between(points: list[Point] | None, since: datetime, until: datetime) -
     return any(since <= p.recorded_at <= until for p in points or ())
 
 
-def _trends_of(
+def trends_of(
     course: CourseView,
     first_session_at: datetime | None,
     points: dict[str, list[Point]],
@@ -307,14 +209,14 @@ def _trends_of(
     return CourseTrends(course, trends, _primary(trends))
 
 
-def _analysis(
+def analysis(
     course: CourseView,
     facts: CourseFacts,
     points: dict[str, list[Point]],
     now: datetime,
     params: PolicyParams,
 ) -> CourseAnalysis:
-    found = _trends_of(course, facts.first_session_at, points, now, params)
+    found = trends_of(course, facts.first_session_at, points, now, params)
     primary = found.primary
     rec = evaluate(
         params,
@@ -338,6 +240,3 @@ def _state(course: CourseView, facts: CourseFacts) -> CourseState:
         last_change_at=facts.last_change_at,
         latest_session_adverse_events=facts.latest_adverse_events,
     )
-
-
-__all__: Sequence[str] = ["AnalyticsService", "CourseAnalysis", "CourseTrends"]

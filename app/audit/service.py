@@ -17,7 +17,7 @@ from app.core.errors import on_error
 from app.core.pagination import paginate
 
 _INSERT_EVENT = insert(table_of(AuditEvent))  # built once: it runs on every request
-# A row's columns, in the order of INSERT_EVENT_SQL's parameters (and fast_record's).
+# A row's columns, in the order of INSERT_EVENT_SQL's parameters.
 AUDIT_COLUMNS = (
     "id",
     "at",
@@ -31,11 +31,10 @@ AUDIT_COLUMNS = (
     "status",
     "request_id",
 )
-# The statement's head on the plain asyncpg pool, for the statements that write a request's
-# row with their own work (app/observations/fast_record.py, app/analytics/pg_reads.py).
-INSERT_EVENT_INTO = f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)})"
-# The row by itself: a read's commits by itself.
-INSERT_EVENT_SQL = f"{INSERT_EVENT_INTO} VALUES ({', '.join(f'${i}' for i in range(1, 12))})"
+# The row by itself on the plain asyncpg pool: a read's commits by itself. (The recording
+# pipeline writes its requests' rows with their work: app/recording/statements.py.)
+_PLACES = ", ".join(f"${i}" for i in range(1, len(AUDIT_COLUMNS) + 1))
+INSERT_EVENT_SQL = f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES ({_PLACES})"  # noqa: S608
 
 
 def audit_event(record: AccessRecord, status: int) -> dict[str, object]:

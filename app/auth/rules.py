@@ -119,5 +119,5 @@ class AccessRecord:
     patient_id: uuid.UUID | None = None
     outcome: Literal["allowed", "denied"] = "denied"
     # Set when the request's own write statement also stored its audit row
-    # (app/observations/fast_record.py): the commit hooks then have nothing left to do.
+    # (app/recording/pg_store.py): the commit hooks then have nothing left to do.
     written: bool = False

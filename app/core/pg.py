@@ -3,8 +3,8 @@
 PostgreSQL only. Measured on the benchmark box (one client, uvloop, the same INSERT): a
 SQLAlchemy session running one statement and committing costs 0.8–0.9 ms of the worker's CPU;
 the statement on a pooled asyncpg connection, in autocommit, costs 0.2 ms. So the most frequent
-requests run here: recording observations (app/observations/fast_record.py), trend reads
-(app/analytics/pg_reads.py), token look-ups and reads' audit rows; everything else goes
+requests run here: recording observations and trend reads (app/recording/pg_store.py), token
+look-ups and reads' audit rows; everything else goes
 through SQLAlchemy.
 
 Statements on this pool are single statements, each its own transaction (PostgreSQL runs a

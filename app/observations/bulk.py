@@ -17,9 +17,6 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Insert,
-    Select,
-    Uuid,
-    any_,
     bindparam,
     func,
     select,
@@ -44,8 +41,8 @@ ITEM_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in BATCH_COLUM
 
 
 def unnest_columns(items: Sequence[Mapping[str, Any]]) -> dict[str, list[Any] | None]:
-    """The arguments of an unnest INSERT (``insert_unnest`` and its raw twin in
-    app/observations/fast_record.py): one array per name of ``ITEM_COLUMNS``, in that order.
+    """The arguments of an unnest INSERT (``insert_unnest``, also inside the recording
+    pipeline's PG_RECORD_BATCH): one array per name of ``ITEM_COLUMNS``, in that order.
 
     Items go in id order, so two batches sharing ids in different orders lock them in the same
     order and wait for each other instead of deadlocking. A column NULL in every item (often
@@ -109,13 +106,3 @@ def insert_row() -> Insert:
         .on_conflict_do_nothing(index_elements=[TABLE.c.id])
         .returning(TABLE.c.id)
     )
-
-
-@cache
-def select_by_ids(dialect: str) -> Select[Any]:
-    """The stored observations among the ids bound as ``ids`` (a list)."""
-    if dialect == "postgresql":
-        wanted = TABLE.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid())))
-    else:
-        wanted = TABLE.c.id.in_(bindparam("ids", expanding=True))
-    return select(TABLE).where(wanted)

@@ -41,7 +41,7 @@ class SummaryService:
         )
 
     async def _course(self, course: Course, now: datetime) -> CourseSummary:
-        analysis = await self.analytics.analyse(course, now)
+        analysis = await self.analytics.analyse(course.id, now)
         history = await self.courses.history(course.id)
         last = await self.session.scalar(
             select(TreatmentSession)

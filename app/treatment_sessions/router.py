@@ -3,12 +3,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends
 
 from app.core.db import SessionDep
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
-from app.treatment_sessions.models import TreatmentSession
-from app.treatment_sessions.schemas import SessionCreate, SessionRead
+from app.treatment_sessions.schemas import SessionRead
 from app.treatment_sessions.service import SessionService
 
 router = APIRouter(prefix="/courses/{course_id}/sessions", tags=["sessions"])
@@ -19,19 +18,6 @@ async def get_session_service(session: SessionDep) -> SessionService:
 
 
 ServiceDep = Annotated[SessionService, Depends(get_session_service)]
-
-
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=SessionRead,
-    responses={409: {"description": "The course is not active"}},
-)
-async def log_session(
-    course_id: uuid.UUID, body: SessionCreate, service: ServiceDep
-) -> TreatmentSession:
-    """Log a session; it gets the next `number` within the course."""
-    return await service.log(course_id, body)
 
 
 @router.get("", response_model=Page[SessionRead])

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.analytics.service import AnalyticsService
 from app.core.errors import Unprocessable
 from app.courses.errors import CourseNotActive
 from app.courses.service import CourseService
@@ -38,9 +37,7 @@ class SessionService:
         treatment_session = TreatmentSession(
             course_id=course_id, patient_id=course.patient_id, number=number, **fields
         )
-        await self.repo.add(treatment_session)
-        # The policy reads the course afresh (the UPDATE above bypassed the identity map).
-        await AnalyticsService(self.session).after_recording(course.patient_id, course_id)
+        await self.repo.add(treatment_session)  # flushed: the policy's read sees it
         return treatment_session
 
     async def page_for_course(

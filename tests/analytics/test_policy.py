@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from app.analytics.policy import CourseState, PolicyParams, Recommendation, evaluate
 from app.analytics.registry import BUILT_IN, PolicyFileError, load_policies, registry
 from app.analytics.repository import CourseFacts, PolicyCourse
-from app.analytics.service import _analysis, verdict
+from app.analytics.service import analysis, verdict
 from app.analytics.trends import InstrumentTrend, Point, Thresholds, instrument_trend
 from app.observations.catalogue import BY_CODE
 
@@ -700,5 +700,5 @@ def test_the_write_paths_verdict_is_the_full_analysis_recommendation(
     now = T0 + timedelta(days=30)
     params = registry()["standard-v1"]
     assert verdict(course, facts, points, now, params) == (
-        _analysis(course, facts, points, now, params).recommendation
+        analysis(course, facts, points, now, params).recommendation
     )

@@ -1,11 +1,11 @@
-"""Recording observations on PostgreSQL's plain pool (app/observations/fast_record.py): one in
-two statements, a batch in one transaction. Either stores, answers, audits and applies the
-policy exactly as the general path does, and its failures are the same retryable 503s, with
+"""The recording pipeline's two stores seen through HTTP: on PostgreSQL a request without an
+Idempotency-Key runs on the plain pool (app/recording/pg_store.py: a POST in two statements,
+a batch in one transaction), one with a key on its SQLAlchemy session
+(app/recording/session_store.py, its key committing with the write). Either stores, answers,
+audits and applies the policy alike, and the plain pool's failures are retryable 503s, with
 nothing stored.
 
-The rest of the suite exercises the path too: on PostgreSQL every POST of an observation (or a
-batch) that names no course or session and carries no Idempotency-Key takes it. The tests here
-that compare the two paths run on SQLite as well, where both are the general path.
+The tests that compare the two run on SQLite as well, where both are the session store.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.analytics import pg_reads
 from app.core import pg
 from app.core.config import Settings
 from app.core.limits import ServiceUnavailable
-from app.observations import fast_record
 from app.observations.models import Observation
+from app.recording import pg_store
 from tests.analytics.test_policy_scenarios import (
     RESPONDER,
     SEVEN_DAYS,
@@ -67,8 +66,8 @@ def _body() -> dict[str, Any]:
 async def test_both_paths_answer_store_and_audit_a_recording_alike(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    """An Idempotency-Key sends a POST down the general path (its key commits with the write);
-    without one, PostgreSQL takes the two-statement path."""
+    """An Idempotency-Key sends a POST to the session store (its key commits with the write);
+    without one, PostgreSQL takes the plain pool."""
     patient = await create_patient(client)
     url = f"{API}/patients/{patient['id']}/observations"
     plain, keyed = _body(), _body()
@@ -109,7 +108,7 @@ async def test_an_unknown_patient_is_404_stores_nothing_and_is_audited_once(
 async def _post_batch(
     client: httpx.AsyncClient, patient_id: str, items: list[Any], *, general: bool = False
 ) -> httpx.Response:
-    """POST a batch; ``general`` sends it down the general path (an Idempotency-Key)."""
+    """POST a batch; ``general`` sends it to the session store (an Idempotency-Key)."""
     headers = {"Idempotency-Key": str(uuid.uuid4())} if general else {}
     url = f"{API}/patients/{patient_id}/observations/batch"
     return await client.post(url, json={"observations": items}, headers=headers)
@@ -176,7 +175,7 @@ async def test_both_paths_answer_store_and_audit_a_batch_alike(
     assert len(fast_audit) == len(general_audit) == 1
     assert fast_audit[0] == general_audit[0]
     assert (fast_audit[0]["status"], fast_audit[0]["action"]) == (200, "create")
-    # PostgreSQL stored the plain batch past SQLAlchemy; SQLite has only the general path.
+    # PostgreSQL stored the plain batch past SQLAlchemy; SQLite has only the session store.
     assert (through_sqlalchemy == []) is (engine.dialect.name == "postgresql")
 
 
@@ -310,15 +309,15 @@ async def test_concurrent_batches_apply_a_step_down_once(
     one after the other (the second then finds nothing to change)."""
     case = await scenario(client, engine, values=RESPONDER)
     await backdate(engine, case, "policy", moment(SEVEN_DAYS + timedelta(seconds=5)))
-    apply = fast_record._apply_policy
+    apply = pg_store.PgUnit.apply
     both_stored = asyncio.Barrier(2)
 
-    async def apply_together(*args: Any) -> None:
+    async def apply_together(*args: Any) -> int:
         async with asyncio.timeout(5):
             await both_stored.wait()
-        await apply(*args)
+        return await apply(*args)
 
-    monkeypatch.setattr(fast_record, "_apply_policy", apply_together)
+    monkeypatch.setattr(pg_store.PgUnit, "apply", apply_together)
 
     responses = await asyncio.gather(
         *(
@@ -356,13 +355,10 @@ async def test_a_recording_cancelled_by_the_statement_timeout_is_a_503_and_store
     token = await issue_token("clinician")
     async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
         patient = await create_patient(c)
-        if batch:
-            slow = fast_record._INSERT.replace("(SELECT) one", "(SELECT pg_sleep(1)) one")
-            assert slow != fast_record._INSERT
-            monkeypatch.setattr(fast_record, "_INSERT", slow)
-        else:
-            slow = "SELECT pg_sleep(1), $1::uuid, $2::int"
-            monkeypatch.setattr(pg_reads, "ACTIVE_COURSES", slow)
+        statement = pg_store._RECORD_BATCH if batch else pg_store._ACTIVE_INPUTS
+        slow = statement.sql.replace("(SELECT 1 AS one)", "(SELECT pg_sleep(1) AS one)")
+        assert slow != statement.sql
+        monkeypatch.setattr(statement, "sql", slow)
         body = _body()
         if batch:
             response = await _post_batch(c, patient["id"], [body])
@@ -409,7 +405,7 @@ async def test_recordings_and_trend_reads_take_no_connection_from_sqlalchemys_po
             batch = await _post_batch(c, patient["id"], [_body(), _body()])
             trends = await c.get(f"{url}/trends")
             assert (checkouts, ended) == ([], [])
-            listed = await c.get(f"{url}/observations")  # the general path, for contrast
+            listed = await c.get(f"{url}/observations")  # a session read, for contrast
             assert (len(checkouts), ended) == (1, ["commit", "close"])
         finally:
             event.remove(pool, "checkout", checked_out)

@@ -1,0 +1,319 @@
+"""The one recording pipeline: observations (one or a batch), sessions that trigger the
+policy, and trend reads, on whichever store serves the request.
+
+One rule order on every store: read the policy's inputs, add the new values, plan with the
+pure analytics, write (the observation, its audit row and the planned changes commit together,
+each change a compare-and-set on the frequency the plan saw). "Now" is the request's
+receipt time throughout: the observation's ``received_at`` and the changes' ``changed_at``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.analytics.repository import FrequencyChangeValues, PolicyInputs, Value, value_order
+from app.analytics.service import CourseTrends, group_points, policy_of, trends_of, verdict
+from app.core.db import new_id, new_ids
+from app.core.errors import field_error, validation_errors
+from app.courses.errors import CourseNotFound
+from app.courses.schedule import phase_for
+from app.observations.errors import InvalidReference, ObservationIdConflict
+from app.observations.schemas import BatchResult, BatchStatus, ObservationCreate
+from app.patients.errors import PatientNotFound
+from app.recording.store import PlannedChange, RecordingStore, RecordingUnit
+
+# What a client sends; two posts of one id are the same observation when these agree.
+CONTENT_FIELDS = (
+    "instrument",
+    "value",
+    "recorded_at",
+    "course_id",
+    "session_id",
+    "context",
+    "source",
+    "note",
+)
+
+_uuid = TypeAdapter(uuid.UUID)
+
+
+def plan(inputs: PolicyInputs, new: Iterable[Value], now: datetime) -> list[PlannedChange]:
+    """The changes the policy makes to the courses read, counting the ``new`` values (merged
+    into the window in value order, as a later read would return them)."""
+    if not inputs.courses:
+        return []
+    values = inputs.values
+    for value in new:
+        bisect.insort(values, value, key=value_order)
+    points = group_points(values)
+    changes = []
+    for course, facts in inputs.courses:
+        rec = verdict(course, facts, points, now, policy_of(course))
+        if rec.apply:
+            frequency = rec.recommended_sessions_per_week
+            change: FrequencyChangeValues = {
+                "sessions_per_week": frequency,
+                "phase": phase_for(frequency),
+                "source": "policy",
+                "rule": rec.rule,
+                "reason": rec.rationale,
+            }
+            changes.append(PlannedChange(new_id(), course.id, course.sessions_per_week, change))
+    return changes
+
+
+def same_content(stored: Mapping[str, Any], patient_id: uuid.UUID, data: ObservationCreate) -> bool:
+    """Whether a stored row is what the client sent (so a replay, not a clash of ids)."""
+    return stored["patient_id"] == patient_id and all(
+        stored[name] == getattr(data, name) for name in CONTENT_FIELDS
+    )
+
+
+def _value(row: Mapping[str, Any]) -> Value:
+    return Value(row["instrument"], row["recorded_at"], row["id"], row["value"])
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """The result of one batch item, settled step by step."""
+
+    index: int
+    id: uuid.UUID | None
+    status: BatchStatus = "created"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    copy_of: _Outcome | None = None  # an earlier, identical item of this batch
+
+    def reject(self, errors: list[dict[str, Any]]) -> None:
+        self.status = "rejected"
+        self.errors = errors
+
+    def result(self) -> dict[str, Any]:
+        """This item's entry of the response, as plain data (BatchResult validates the whole
+        response once)."""
+        if self.copy_of is not None and self.copy_of.status == "rejected":
+            # An identical copy shares the fate of the item it repeats.
+            self.reject(self.copy_of.errors)
+        if self.status == "rejected":
+            return {"index": self.index, "id": self.id, "status": "rejected", "errors": self.errors}
+        # `errors` left out, so the response omits it.
+        return {"index": self.index, "id": self.id, "status": self.status}
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A valid batch item that is still on its way to being stored."""
+
+    outcome: _Outcome
+    id: uuid.UUID
+    data: ObservationCreate
+
+    def row(self) -> dict[str, Any]:
+        """The columns the item brings to its row (the store adds the patient and the receipt
+        time): no model_dump per item."""
+        data = self.data
+        return {
+            "id": self.id,
+            "instrument": data.instrument,
+            "value": data.value,
+            "recorded_at": data.recorded_at,
+            "course_id": data.course_id,
+            "session_id": data.session_id,
+            "context": data.context,
+            "source": data.source,
+            "note": data.note,
+        }
+
+
+class RecordingService:
+    def __init__(self, store: RecordingStore) -> None:
+        self.store = store
+        self.received_at = store.received_at  # the request's "now"
+
+    async def record(
+        self, patient_id: uuid.UUID, data: ObservationCreate
+    ) -> tuple[dict[str, Any], bool]:
+        """Store one observation of an existing patient: (the stored row, whether it is new).
+
+        A replayed client id with the same content returns the stored row; with different
+        content (or another patient's) it is a conflict (409); an unknown patient is a 404
+        (the INSERT's foreign key, not a look-up of its own).
+        """
+        now = self.received_at
+        row = data.model_dump() | {
+            "id": data.id or new_id(),
+            "patient_id": patient_id,
+            "received_at": now,
+        }
+        async with self.store.unit() as db:
+            if data.course_id is not None or data.session_id is not None:
+                await self._check_references(db, patient_id, data)
+            inputs = await db.policy_inputs(patient_id)
+            if await db.write_one(row, plan(inputs, [_value(row)], now)):
+                return row, True
+            existing = (await db.stored([row["id"]])).get(row["id"])
+            if existing is not None and same_content(existing, patient_id, data):
+                return existing, False
+            if not await db.patient_exists(patient_id):  # a 404 before a 409
+                raise PatientNotFound(patient_id)
+        raise ObservationIdConflict()
+
+    async def record_batch(self, patient_id: uuid.UUID, items: list[Any]) -> BatchResult:
+        """Validate each item on its own and store the valid ones together: one transaction
+        with the request's audit row and the policy's changes."""
+        outcomes, candidates = _parse(items)
+        now = self.received_at
+        async with self.store.unit(transaction=True) as db:
+            if any(c.data.course_id or c.data.session_id for c in candidates):
+                if not await db.patient_exists(patient_id):  # a 404 before any item's error
+                    raise PatientNotFound(patient_id)
+                candidates = await _without_foreign_references(db, patient_id, candidates)
+            candidates = _without_repeated_ids(candidates)
+            rows = [c.row() for c in candidates]
+            stored_ids, inputs = await db.write_batch(patient_id, now, rows)
+            if stored_ids:  # one policy evaluation for the whole batch, counting its values
+                new = (_value(r) for r in rows if r["id"] in stored_ids)
+                await db.apply(plan(inputs, new, now))
+            existing = await db.stored([c.id for c in candidates if c.id not in stored_ids])
+        # Ids that were already stored (by an earlier request or a concurrent one).
+        for candidate in candidates:
+            if candidate.id in stored_ids:
+                continue
+            stored = existing.get(candidate.id)
+            if stored is not None and same_content(stored, patient_id, candidate.data):
+                candidate.outcome.status = "duplicate"
+            else:
+                candidate.outcome.reject([field_error(["id"], ObservationIdConflict.msg)])
+        return BatchResult.model_validate({"results": [o.result() for o in outcomes]})
+
+    async def after_session(self, patient_id: uuid.UUID, course_id: uuid.UUID) -> None:
+        """Run the policy on a course whose session was just logged (in the same transaction):
+        the session is among the facts, no value is new."""
+        async with self.store.unit() as db:
+            inputs = await db.policy_inputs(patient_id, course_id)
+            await db.apply(plan(inputs, (), self.received_at))
+
+    async def trends(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
+    ) -> CourseTrends | None:
+        """The trends of the course asked for (default: the active course, else the latest);
+        None when the patient has no course. 404 for an unknown patient or another's course.
+        The patient is only looked up when no course answers."""
+        async with self.store.unit() as db:
+            found = await db.trend_inputs(patient_id, course_id)
+            if found is None:
+                if not await db.patient_exists(patient_id):
+                    raise PatientNotFound(patient_id)
+                if course_id is not None:
+                    raise CourseNotFound(course_id)
+                return None
+        course, first_session_at, values = found
+        points = group_points(values)
+        return trends_of(course, first_session_at, points, self.received_at, policy_of(course))
+
+    @staticmethod
+    async def _check_references(
+        db: RecordingUnit, patient_id: uuid.UUID, data: ObservationCreate
+    ) -> None:
+        courses, sessions = await db.references(
+            patient_id,
+            [data.course_id] if data.course_id else [],
+            [data.session_id] if data.session_id else [],
+        )
+        error: tuple[str, str] | None = None
+        if data.course_id is not None and data.course_id not in courses:
+            error = ("course_id", InvalidReference.COURSE_MSG)
+        elif (session_error := _session_error(sessions, data)) is not None:
+            error = ("session_id", session_error)
+        if error is not None:
+            if not await db.patient_exists(patient_id):  # a 404 first
+                raise PatientNotFound(patient_id)
+            raise InvalidReference(*error)
+
+
+def _client_id(item: Any) -> uuid.UUID | None:
+    """The id of a raw batch item, if it carries a valid one (reported even when rejected)."""
+    if not isinstance(item, dict) or item.get("id") is None:
+        return None
+    try:
+        return _uuid.validate_python(item["id"])
+    except ValidationError:
+        return None
+
+
+def _parse(items: list[Any]) -> tuple[list[_Outcome], list[_Candidate]]:
+    outcomes: list[_Outcome] = []
+    candidates: list[_Candidate] = []
+    server_ids = iter(new_ids(len(items)))  # for the items that bring none
+    for index, item in enumerate(items):
+        try:
+            data = ObservationCreate.model_validate(item)
+        except ValidationError as exc:
+            outcome = _Outcome(index, _client_id(item))
+            outcome.reject(validation_errors(exc.errors(include_input=False)))
+            outcomes.append(outcome)
+            continue
+        # A server id is assigned now so that every result can name its observation.
+        observation_id = data.id or next(server_ids)
+        outcome = _Outcome(index, observation_id)
+        outcomes.append(outcome)
+        candidates.append(_Candidate(outcome, observation_id, data))
+    return outcomes, candidates
+
+
+async def _without_foreign_references(
+    db: RecordingUnit, patient_id: uuid.UUID, candidates: list[_Candidate]
+) -> list[_Candidate]:
+    """Reject items naming another patient's course or session: one look-up per kind."""
+    course_ids = {c.data.course_id for c in candidates if c.data.course_id is not None}
+    session_ids = {c.data.session_id for c in candidates if c.data.session_id is not None}
+    courses, sessions = await db.references(patient_id, course_ids, session_ids)
+    kept = []
+    for candidate in candidates:
+        data = candidate.data
+        errors = []
+        if data.course_id is not None and data.course_id not in courses:
+            errors.append(field_error(["course_id"], InvalidReference.COURSE_MSG))
+        if (session_error := _session_error(sessions, data)) is not None:
+            errors.append(field_error(["session_id"], session_error))
+        if errors:
+            candidate.outcome.reject(errors)
+        else:
+            kept.append(candidate)
+    return kept
+
+
+def _without_repeated_ids(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The first valid item with an id wins; a later identical copy is a duplicate and a
+    later different one is rejected."""
+    first: dict[uuid.UUID, _Candidate] = {}
+    for candidate in candidates:
+        winner = first.setdefault(candidate.id, candidate)
+        if winner is candidate:
+            continue
+        if winner.data == candidate.data:
+            candidate.outcome.status = "duplicate"
+            candidate.outcome.copy_of = winner.outcome
+        else:
+            candidate.outcome.reject([field_error(["id"], ObservationIdConflict.msg)])
+    return list(first.values())
+
+
+def _session_error(sessions: dict[uuid.UUID, uuid.UUID], data: ObservationCreate) -> str | None:
+    if data.session_id is None:
+        return None
+    course_id = sessions.get(data.session_id)
+    if course_id is None:
+        return InvalidReference.SESSION_MSG
+    if data.course_id is not None and data.course_id != course_id:
+        return InvalidReference.SESSION_COURSE_MSG
+    return None
+
+
+__all__: Sequence[str] = ["RecordingService", "plan", "same_content"]

@@ -1,0 +1,146 @@
+"""The session store: the pipeline's statements executed on the request's AsyncSession.
+
+It serves SQLite, and PostgreSQL requests carrying an Idempotency-Key (whose key row must
+commit in the request's transaction). Its work is part of the request's one transaction,
+which the session dependency commits (app/core/db.py), so the request's audit row is written
+by the request's own commit hook, with the rest, and nothing here writes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.analytics import repository as reads
+from app.analytics.repository import PolicyInputs, read_inputs
+from app.core.errors import is_foreign_key_violation
+from app.observations import bulk
+from app.patients.errors import PatientNotFound
+from app.recording import statements as sql
+from app.recording.store import BatchWrite, PlannedChange, TrendInputs
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUnit:
+    session: AsyncSession
+    received_at: datetime
+
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def policy_inputs(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+    ) -> PolicyInputs:
+        if course_id is None:
+            params = {"patient_id": patient_id}
+            return await read_inputs(
+                self.session, reads.ACTIVE_COURSES, reads.ACTIVE_VALUES, params
+            )
+        params = {"patient_id": patient_id, "course_id": course_id}
+        return await read_inputs(self.session, reads.NAMED_COURSE, reads.NAMED_VALUES, params)
+
+    async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
+        try:
+            result = await self.session.execute(sql.INSERT_OBSERVATION[self.dialect], dict(row))
+        except IntegrityError as exc:
+            if is_foreign_key_violation(exc):
+                raise PatientNotFound(row["patient_id"]) from exc
+            raise
+        if result.first() is None:
+            return False
+        await self.apply(changes)
+        return True
+
+    async def write_batch(
+        self,
+        patient_id: uuid.UUID,
+        received_at: datetime,
+        items: Sequence[Mapping[str, Any]],
+    ) -> BatchWrite:
+        if not await self.patient_exists(patient_id):  # a 404 whatever the items
+            raise PatientNotFound(patient_id)
+        inputs = await self.policy_inputs(patient_id)
+        if not items:
+            return BatchWrite(set(), inputs)
+        if self.dialect == "postgresql":
+            params: dict[str, Any] = {"patient_id": patient_id, "received_at": received_at}
+            params.update(bulk.unnest_columns(items))
+            stored = set((await self.session.scalars(bulk.insert_unnest(), params)).all())
+        else:
+            # One row's INSERT for every item (insertmanyvalues: a few multi-row statements,
+            # each RETURNING the ids it stored).
+            batch = {"patient_id": patient_id, "received_at": received_at}
+            rows = [{**item, **batch} for item in items]
+            stored = set((await self.session.execute(bulk.insert_row(), rows)).scalars().all())
+        return BatchWrite(stored, inputs)
+
+    async def apply(self, changes: Sequence[PlannedChange]) -> int:
+        applied = 0
+        for change in changes:
+            params = {"course_id": change.course_id, "seen": change.seen}
+            params |= {"changed_at": self.received_at, **change.values}
+            result = await self.session.execute(sql.CHANGE_FREQUENCY, params)
+            if cast("CursorResult[Any]", result).rowcount != 1:
+                continue  # the course moved on meanwhile
+            await self.session.execute(sql.ADD_CHANGE, {**params, "id": change.id})
+            applied += 1
+        return applied
+
+    async def stored(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(sql.STORED[self.dialect], {"ids": list(ids)})
+        return {row.id: dict(row._mapping) for row in rows}
+
+    async def patient_exists(self, patient_id: uuid.UUID) -> bool:
+        result = await self.session.execute(sql.PATIENT_EXISTS, {"patient_id": patient_id})
+        return bool(result.scalar())
+
+    async def references(
+        self,
+        patient_id: uuid.UUID,
+        course_ids: Collection[uuid.UUID],
+        session_ids: Collection[uuid.UUID],
+    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, uuid.UUID]]:
+        courses: set[uuid.UUID] = set()
+        sessions: dict[uuid.UUID, uuid.UUID] = {}
+        if course_ids:
+            params = {"patient_id": patient_id, "course_ids": list(course_ids)}
+            courses = set(await self.session.scalars(sql.PATIENT_COURSES[self.dialect], params))
+        if session_ids:
+            params = {"patient_id": patient_id, "session_ids": list(session_ids)}
+            rows = await self.session.execute(sql.PATIENT_SESSIONS[self.dialect], params)
+            sessions = {session_id: course_id for session_id, course_id in rows}
+        return courses, sessions
+
+    async def trend_inputs(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
+    ) -> TrendInputs | None:
+        params: dict[str, Any] = {"patient_id": patient_id, "course_id": course_id}
+        inputs = await read_inputs(self.session, reads.TREND_COURSE, reads.TREND_VALUES, params)
+        if not inputs.courses:
+            return None
+        course, facts = inputs.courses[0]
+        return TrendInputs(course, facts.first_session_at, inputs.values)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStore:
+    """The store of a request that runs in its SQLAlchemy session's transaction."""
+
+    session: AsyncSession
+    received_at: datetime
+
+    @asynccontextmanager
+    async def unit(self, *, transaction: bool = False) -> AsyncIterator[SessionUnit]:
+        # The request's transaction is already one unit: it commits or rolls back whole.
+        yield SessionUnit(self.session, self.received_at)

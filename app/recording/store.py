@@ -1,0 +1,100 @@
+"""What the recording service needs of a database: the ``RecordingStore`` protocol and the
+values that cross it (the policy's inputs are the analytics repository's: PolicyInputs).
+
+Two stores implement it (app/recording/pg_store.py, app/recording/session_store.py), running
+the same statements (app/recording/statements.py). The service (app/recording/service.py)
+holds the one rule order: read the inputs, add the new values, plan with the pure
+analytics, write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from app.analytics.repository import FrequencyChangeValues, PolicyCourse, PolicyInputs, Value
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """A frequency change the policy decided: applied only if the course is still active at
+    the frequency ``seen``."""
+
+    id: uuid.UUID
+    course_id: uuid.UUID
+    seen: float
+    values: FrequencyChangeValues
+
+
+class BatchWrite(NamedTuple):
+    """What writing a batch returns: the ids stored, and the inputs as they were before."""
+
+    stored_ids: set[uuid.UUID]
+    inputs: PolicyInputs
+
+
+class TrendInputs(NamedTuple):
+    course: PolicyCourse
+    first_session_at: datetime | None
+    values: list[Value]
+
+
+class RecordingUnit(Protocol):
+    """One connection's worth of a recording (for a batch, one transaction)."""
+
+    async def policy_inputs(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+    ) -> PolicyInputs:
+        """The patient's active courses (or the one named, active or not) and their values."""
+
+    async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
+        """Atomically: the observation unless its id is taken; only if it was stored, the
+        request's audit row (where the store writes it) and ``changes``. Whether it was
+        stored. PatientNotFound for an unknown patient (the foreign key), nothing written."""
+
+    async def write_batch(
+        self,
+        patient_id: uuid.UUID,
+        received_at: datetime,
+        items: Sequence[Mapping[str, Any]],
+    ) -> BatchWrite:
+        """The items (each with bulk.ITEM_COLUMNS) unless their id is taken, with the
+        request's audit row (where the store writes it); and the patient's policy inputs as
+        they were just before. PatientNotFound for an unknown patient, nothing written."""
+
+    async def apply(self, changes: Sequence[PlannedChange]) -> int:
+        """Each change as a compare-and-set with its history row: how many applied."""
+
+    async def stored(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """The stored observations (every column, by name) of those of ``ids`` that exist."""
+
+    async def patient_exists(self, patient_id: uuid.UUID) -> bool: ...
+
+    async def references(
+        self,
+        patient_id: uuid.UUID,
+        course_ids: Collection[uuid.UUID],
+        session_ids: Collection[uuid.UUID],
+    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, uuid.UUID]]:
+        """Those of ``course_ids`` that are the patient's, and session → course for those of
+        ``session_ids`` that are the patient's."""
+
+    async def trend_inputs(
+        self, patient_id: uuid.UUID, course_id: uuid.UUID | None
+    ) -> TrendInputs | None:
+        """The course of a trend read (the one named if it is the patient's, else the active
+        one, else the latest) with its first session and its values; None when there is
+        none. The request's audit row is written with it where the store writes it."""
+
+
+class RecordingStore(Protocol):
+    @property
+    def received_at(self) -> datetime:
+        """The request's receipt time: its "now" throughout."""
+
+    def unit(self, *, transaction: bool = False) -> AbstractAsyncContextManager[RecordingUnit]:
+        """A unit of work; ``transaction``: its writes commit together (a batch)."""
