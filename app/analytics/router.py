@@ -37,7 +37,7 @@ async def patient_trends(
     ] = None,
     instrument: Annotated[InstrumentCode | None, Query(description="Only this instrument.")] = None,
 ) -> TrendsRead:
-    """Each instrument's response trend within a course (definitions in ANALYTICS.md)."""
+    """Each instrument's response trend within a course (definitions in docs/analytics.md)."""
     # Its audit row is written with the read (request.state.access: set by `authorize`).
     analysis = await service.trends(patient_id, course_id, request.state.access)
     if analysis is None:
