@@ -58,7 +58,7 @@ ARCHETYPE_SHARES: tuple[tuple[Archetype, float], ...] = (
 # Who applies the policy's frequency changes: the service at once, or a clinician.
 ADJUSTMENT_SHARES: tuple[tuple[str, float], ...] = (("auto", 0.7), ("confirm", 0.3))
 
-INDUCTION_DAYS = 14  # 3 a week for the first two weeks, then 2 a week (ANALYTICS.md)
+INDUCTION_DAYS = 14  # 3 a week for the first two weeks, then 2 a week (docs/analytics.md)
 INDUCTION_OFFSETS = (0, 2, 4, 7, 9, 11)  # Monday/Wednesday/Friday
 CONSOLIDATION_GAPS = (3, 4)  # twice a week: Monday/Thursday
 MIN_COURSE_DAYS, MAX_COURSE_DAYS = 14, 56  # courses started 2–8 weeks ago

@@ -1,4 +1,4 @@
-"""Cohort aggregation for dashboards (ANALYTICS.md, "Cohort analytics"): pure functions."""
+"""Cohort aggregation for dashboards (docs/analytics.md, "Cohort summary"): pure functions."""
 
 from __future__ import annotations
 

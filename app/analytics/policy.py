@@ -1,6 +1,6 @@
 """Session-frequency policy: a pure function from a course's state and trend to a recommendation.
 
-The rules and their order are ANALYTICS.md's `standard-v1` table; the numbers are a policy's
+The rules and their order are docs/analytics.md's `standard-v1` table; the numbers are a policy's
 parameters (``PolicyParams``), so a clinic can run its own version without code changes.
 """
 

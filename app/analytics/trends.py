@@ -1,4 +1,4 @@
-"""Response trend of one instrument within one course (ANALYTICS.md, "Trend of one instrument").
+"""Response trend of one instrument in a course (docs/analytics.md, "The trend of one instrument").
 
 Pure: no database, no HTTP, no clock (``now`` is passed in). Series of any length give a
 result; fewer than 3 values give ``insufficient-data`` with nulls, never an exception.
@@ -203,7 +203,7 @@ def classify(
     improvement_pct: float | None,
     thresholds: Thresholds,
 ) -> Status:
-    """The first status that holds (ANALYTICS.md, status rules 2–5)."""
+    """The first status that holds (docs/analytics.md, "Status": rows 2–5)."""
     mcid = instrument.mcid_abs
     if improvement_abs <= -mcid:
         return "worsening"

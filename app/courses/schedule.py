@@ -1,4 +1,4 @@
-"""Pure scheduling rules of a course (ANALYTICS.md): phase by frequency, next session due."""
+"""A course's pure scheduling rules (docs/analytics.md): phase by frequency, next session due."""
 
 from __future__ import annotations
 

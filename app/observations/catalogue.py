@@ -1,6 +1,6 @@
 """The instrument catalogue: every measure the service accepts, as reviewable data.
 
-Each threshold carries its source (full references at the end of ANALYTICS.md):
+Each threshold carries its source (full references at the end of docs/analytics.md):
 - Farrar 2001 (Pain 94:149): NRS 2 points / 30% ≈ "much improved".
 - Dworkin 2008 (IMMPACT, J Pain 9:105): ≥30% moderately, ≥50% substantially important.
 - Ostelo 2008 (Spine 33:90): LBP consensus MCIDs: NRS 2, VAS 15 mm, ODI 10 points, or 30%.
@@ -85,7 +85,7 @@ CATALOGUE: tuple[Instrument, ...] = (
         None,
     ),
     # ODI: MCID 10 points / 30% (Ostelo 2008). LOINC 97909-6 is to be verified before
-    # FHIR export relies on it (ANALYTICS.md marks it "verify").
+    # FHIR export relies on it (docs/analytics.md, "Instruments").
     Instrument(
         "odi",
         "Oswestry Disability Index",

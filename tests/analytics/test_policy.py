@@ -1,4 +1,4 @@
-"""The `standard-v1` frequency policy as a pure function (ANALYTICS.md, "Frequency policy").
+"""The `standard-v1` frequency policy, a pure function (docs/analytics.md, "The frequency policy").
 
 Every case builds a course's state and its primary trend by hand and calls ``evaluate`` with a
 fixed ``now``: no database, no clock.

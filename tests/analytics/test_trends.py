@@ -1,4 +1,4 @@
-"""Per-instrument trend definitions (ANALYTICS.md), on plain numbers."""
+"""Per-instrument trend definitions (docs/analytics.md), on plain numbers."""
 
 from __future__ import annotations
 
