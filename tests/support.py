@@ -1,9 +1,9 @@
-"""Plain helpers for tests: migrations, problem assertions."""
+"""Plain helpers for tests: the fixtures' types, migrations, problem assertions."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.db import Base
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The types of the `issue_token` and `make_client` fixtures (tests/conftest.py).
+Issue = Callable[..., Awaitable[str]]
+MakeClient = Callable[[str | None], httpx.AsyncClient]
 
 
 def alembic_config(url: str) -> Config:

@@ -13,9 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.factories import API, ago, create_course, create_patient
-from tests.support import assert_problem
-
-MakeClient = Callable[[str | None], httpx.AsyncClient]
+from tests.support import MakeClient, assert_problem
 
 
 async def audit_of(admin: httpx.AsyncClient, patient_id: str) -> list[dict[str, Any]]:

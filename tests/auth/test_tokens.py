@@ -30,12 +30,10 @@ from app.core.config import Settings
 from app.core.db import Base
 from app.main import create_app
 from tests.factories import API, ago, create_patient
-from tests.support import assert_problem
+from tests.support import Issue, MakeClient, assert_problem
 
 TOKENS = f"{API}/tokens"
 TOKEN_SHAPE = re.compile(r"^otk_[A-Za-z0-9_-]+$")
-MakeClient = Callable[[str | None], httpx.AsyncClient]
-Issue = Callable[..., Awaitable[str]]
 
 
 def sha256(token: str) -> str:
