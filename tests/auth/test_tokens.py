@@ -1,7 +1,8 @@
 """Bearer tokens: issuing through the admin API, what is stored, validation, revocation (at once
 in this process, within the cache TTL in another), expiry and malformed credentials.
 
-The role x route matrix, patient scoping and the audit trail are in the sibling test files.
+The role x route matrix and patient scoping are in tests/auth/test_access_matrix.py, the audit
+trail in tests/audit/test_audit.py.
 """
 
 from __future__ import annotations
