@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ from app.auth.service import TokenService
 from app.core.config import Settings, to_async_url
 from app.core.db import create_sessionmaker
 from app.main import create_app
-from tests.support import empty_tables, migrate
+from tests.support import Issue, MakeClient, empty_tables, migrate
 
 TEST_DATABASE_URL = os.environ.get("OUTCOMES_TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("OUTCOMES_TEST_REQUIRE_POSTGRES") == "1"
@@ -95,10 +95,6 @@ async def app(settings: Settings) -> AsyncIterator[object]:
 @pytest.fixture(scope="session")
 def engine(app: object) -> AsyncEngine:
     return app.state.engine  # type: ignore[attr-defined, no-any-return]
-
-
-Issue = Callable[..., Awaitable[str]]
-MakeClient = Callable[[str | None], httpx.AsyncClient]
 
 
 @pytest.fixture

@@ -1,21 +1,30 @@
-"""Plain helpers for tests: migrations, problem assertions."""
+"""Plain helpers for tests: the fixtures' types, migrations, problem assertions, and a second
+app instance with settings of its own."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from alembic import command
 from alembic.config import Config
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.config import Settings
 from app.core.db import Base
+from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The types of the `issue_token` and `make_client` fixtures (tests/conftest.py).
+Issue = Callable[..., Awaitable[str]]
+MakeClient = Callable[[str | None], httpx.AsyncClient]
 
 
 def alembic_config(url: str) -> Config:
@@ -93,3 +102,23 @@ async def empty_tables(engine: AsyncEngine) -> None:
         else:
             for table in tables:
                 await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
+
+
+@asynccontextmanager
+async def running(settings: Settings, **overrides: Any) -> AsyncIterator[FastAPI]:
+    """A second app instance on the test database, with its own settings and lifespan."""
+    app = create_app(settings.model_copy(update=overrides))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_of(app: FastAPI, token: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=app, **kwargs)
+    return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+
+
+async def audit_rows(engine: AsyncEngine, request_id: str) -> int:
+    async with engine.connect() as conn:
+        stmt = text("SELECT count(*) FROM audit_events WHERE request_id = :rid")
+        return int((await conn.execute(stmt, {"rid": request_id})).scalar_one())

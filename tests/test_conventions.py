@@ -1,11 +1,21 @@
-"""API-wide conventions: problem+json for every error, operations endpoints, schema and docs."""
+"""API-wide conventions: problem+json for every error, operations endpoints, schema and docs;
+and the suite's own: no module imports another test module."""
 
 from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
 from tests.factories import API
-from tests.support import assert_problem
+from tests.support import ROOT, assert_problem
+
+# Being replaced (and deleted) in another change, and not edited until then: it still imports
+# from tests/test_limits.py (a re-export kept for it alone) and from
+# tests/analytics/test_policy_scenarios.py (its __all__). All three go together.
+REPLACED = "tests/test_observations_fast_path.py"
 
 
 async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
@@ -74,3 +84,40 @@ async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     assert f"{API}/patients" in schema["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, dotted name) of each module ``path`` imports from, relative imports resolved; a
+    name imported from a package counts as a module too (``from tests import test_x``)."""
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            parts = package[: len(package) - node.level + 1] if node.level else ()
+            base = ".".join([*parts, *([node.module] if node.module else [])])
+            yield node.lineno, base
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}"
+
+
+def test_no_module_imports_a_test_module_or_a_conftest() -> None:
+    """Shared helpers live in support modules (tests/support.py, tests/factories.py,
+    tests/<package>/support.py), never in a test module or a conftest that others import."""
+    offences: dict[str, str] = {}  # "path:line" -> the module it imports
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        if name == REPLACED:
+            continue
+        for line, module in imported_modules(path):
+            parts = module.split(".")
+            if parts[0] == "tests" and any(
+                part.startswith("test_") or part == "conftest" for part in parts[1:]
+            ):
+                offences.setdefault(f"{name}:{line}", module)
+    assert offences == {}
+    assert (ROOT / REPLACED).exists(), (
+        f"{REPLACED} is gone: delete tests/test_limits.py, the __all__ of "
+        "tests/analytics/test_policy_scenarios.py and REPLACED here"
+    )

@@ -26,9 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import Issue
 from tests.factories import API, create_patient
-from tests.support import assert_problem
+from tests.support import Issue, assert_problem
 
 MAX_EXAMPLES = 20  # per operation, in the fuzzing phase
 

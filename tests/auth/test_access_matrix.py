@@ -7,7 +7,6 @@ dependency refuses it with 403), and every role is tried against it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
 from tests.factories import API, create_course, create_patient, create_session
+from tests.support import Issue, MakeClient
 
 ROLES = ("admin", "clinician", "patient", "integration", "dashboard")
 METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE"}
@@ -87,7 +87,7 @@ class World:
 
 
 @pytest.fixture
-async def world(client: httpx.AsyncClient, issue_token: Callable[..., Awaitable[str]]) -> World:
+async def world(client: httpx.AsyncClient, issue_token: Issue) -> World:
     own = await create_patient(client, name="Alice Own")
     own_course = await create_course(client, own["id"])
     await create_session(client, own_course["id"])
@@ -124,9 +124,7 @@ async def test_no_token_is_401_on_every_route(
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-async def test_role_by_route_matrix(
-    app: FastAPI, world: World, make_client: Callable[[str | None], httpx.AsyncClient]
-) -> None:
+async def test_role_by_route_matrix(app: FastAPI, world: World, make_client: MakeClient) -> None:
     """Allowed roles get past access control (any status but 401/403); others get 403."""
     failures = []
     for method, template in api_routes(app):
@@ -159,7 +157,7 @@ async def test_patient_token_cannot_reach_another_patient(
     app: FastAPI,
     world: World,
     engine: AsyncEngine,
-    make_client: Callable[[str | None], httpx.AsyncClient],
+    make_client: MakeClient,
 ) -> None:
     """On every route naming a patient or course: 404 (existence not revealed) when the role may
     use the route, 403 when it may not; nothing written; none of the other patient's data."""
@@ -180,7 +178,7 @@ async def test_patient_token_cannot_reach_another_patient(
 
 
 async def test_patient_token_reads_and_records_its_own_data(
-    world: World, make_client: Callable[[str | None], httpx.AsyncClient]
+    world: World, make_client: MakeClient
 ) -> None:
     patient = make_client(world.tokens["patient"])
     assert (await patient.get(f"{API}/patients/{world.own_patient}")).status_code == 200
@@ -195,7 +193,7 @@ async def test_patient_token_reads_and_records_its_own_data(
 
 
 async def test_patient_token_for_an_unknown_id_is_the_same_404(
-    world: World, make_client: Callable[[str | None], httpx.AsyncClient]
+    world: World, make_client: MakeClient
 ) -> None:
     patient = make_client(world.tokens["patient"])
     unknown = await patient.get(f"{API}/patients/{uuid.uuid4()}")

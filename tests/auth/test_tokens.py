@@ -1,7 +1,8 @@
 """Bearer tokens: issuing through the admin API, what is stored, validation, revocation (at once
 in this process, within the cache TTL in another), expiry and malformed credentials.
 
-The role x route matrix, patient scoping and the audit trail are in the sibling test files.
+The role x route matrix and patient scoping are in tests/auth/test_access_matrix.py, the audit
+trail in tests/audit/test_audit.py.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ from app.core.config import Settings
 from app.core.db import Base
 from app.main import create_app
 from tests.factories import API, ago, create_patient
-from tests.support import assert_problem
+from tests.support import Issue, MakeClient, assert_problem
 
 TOKENS = f"{API}/tokens"
 TOKEN_SHAPE = re.compile(r"^otk_[A-Za-z0-9_-]+$")
-MakeClient = Callable[[str | None], httpx.AsyncClient]
-Issue = Callable[..., Awaitable[str]]
 
 
 def sha256(token: str) -> str:

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import httpx
 import pytest
 
-from tests.conftest import Issue, MakeClient
-
-RoleClient = Callable[..., Awaitable[httpx.AsyncClient]]
+from tests.fhir.support import RoleClient
+from tests.support import Issue, MakeClient
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ check digits, UCUM units, and the types references may point to.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -20,6 +20,8 @@ from app.observations.catalogue import CATALOGUE
 
 FHIR_JSON = "application/fhir+json"
 Resource = dict[str, Any]
+# The type of the `as_role` fixture (tests/fhir/conftest.py).
+RoleClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 # Required bindings in R4 (hl7.org/fhir/R4/valueset-*.html).
 OBSERVATION_STATUS = {

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from tests.factories import API, create_course, create_observation, create_patient, create_session
-from tests.fhir.conftest import RoleClient
-from tests.fhir.support import assert_outcome, entries, fhir_body, fhir_get
+from tests.fhir.support import RoleClient, assert_outcome, entries, fhir_body, fhir_get
 
 SECRET = "Hidden Person"
 

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.audit.models import AuditEvent
 from tests.factories import create_course, create_observation, create_patient, create_session
-from tests.fhir.conftest import RoleClient
-from tests.fhir.support import assert_outcome, assert_valid
+from tests.fhir.support import RoleClient, assert_outcome, assert_valid
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NDJSON = "application/fhir+ndjson"

@@ -15,9 +15,9 @@ import httpx
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
-from tests.conftest import Issue
 from tests.factories import ago, create_course, create_observation, create_patient, create_session
 from tests.fhir.support import assert_valid
+from tests.support import Issue
 
 
 def valid(resource: Any) -> dict[str, Any]:

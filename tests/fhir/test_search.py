@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from app.fhir import terminology as t
-from tests.conftest import MakeClient
 from tests.factories import (
     API,
     ago,
@@ -21,6 +20,7 @@ from tests.factories import (
     create_session,
 )
 from tests.fhir.support import assert_outcome, entries, fhir_body, fhir_get, walk
+from tests.support import MakeClient
 
 
 def ids(resources: list[dict[str, Any]]) -> list[str]:

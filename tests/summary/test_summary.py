@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from tests.factories import API, create_course, create_patient, create_session
-from tests.support import assert_problem
+from tests.support import Issue, MakeClient, assert_problem
 
 
 def days_ago(days: float) -> str:
@@ -18,8 +17,8 @@ def days_ago(days: float) -> str:
 
 async def test_summary_holds_patient_courses_sessions_trends_and_recommendation(
     client: httpx.AsyncClient,
-    make_client: Callable[[str | None], httpx.AsyncClient],
-    issue_token: Callable[..., Awaitable[str]],
+    make_client: MakeClient,
+    issue_token: Issue,
 ) -> None:
     patient = await create_patient(client, name="Ana", external_id="MRN-42")
     start = (datetime.now(UTC) - timedelta(days=12)).date().isoformat()
@@ -80,8 +79,8 @@ async def test_summary_of_an_unknown_patient_is_404(client: httpx.AsyncClient) -
 
 async def test_dashboards_may_not_read_summaries(
     client: httpx.AsyncClient,
-    make_client: Callable[[str | None], httpx.AsyncClient],
-    issue_token: Callable[..., Awaitable[str]],
+    make_client: MakeClient,
+    issue_token: Issue,
 ) -> None:
     patient = await create_patient(client)
     dashboard = make_client(await issue_token("dashboard"))

@@ -24,10 +24,7 @@ from app.core.db import create_sessionmaker
 from app.idempotency import middleware
 from app.idempotency.service import purge_expired, purging_in_background, request_hash
 from tests.factories import API, ago, create_patient
-from tests.support import assert_problem
-
-MakeClient = Callable[[str | None], httpx.AsyncClient]
-Issue = Callable[..., Awaitable[str]]
+from tests.support import Issue, MakeClient, assert_problem
 
 PATIENTS = f"{API}/patients"
 LOC = ["header", "Idempotency-Key"]

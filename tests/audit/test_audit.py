@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -13,9 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.factories import API, ago, create_course, create_patient
-from tests.support import assert_problem
-
-MakeClient = Callable[[str | None], httpx.AsyncClient]
+from tests.support import Issue, MakeClient, assert_problem
 
 
 async def audit_of(admin: httpx.AsyncClient, patient_id: str) -> list[dict[str, Any]]:
@@ -57,7 +54,7 @@ async def test_denied_attempts_are_recorded(
     admin: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
     make_client: MakeClient,
-    issue_token: Callable[..., Awaitable[str]],
+    issue_token: Issue,
 ) -> None:
     own = await create_patient(client)
     other = await create_patient(client)
