@@ -12,11 +12,6 @@ import httpx
 from tests.factories import API
 from tests.support import ROOT, assert_problem
 
-# Being replaced (and deleted) in another change, and not edited until then: it still imports
-# from tests/test_limits.py (a re-export kept for it alone) and from
-# tests/analytics/test_policy_scenarios.py (its __all__). All three go together.
-REPLACED = "tests/test_observations_fast_path.py"
-
 
 async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.get(f"{API}/nothing-here"), 404)
@@ -108,8 +103,6 @@ def test_no_module_imports_a_test_module_or_a_conftest() -> None:
     offences: dict[str, str] = {}  # "path:line" -> the module it imports
     for path in sorted((ROOT / "tests").rglob("*.py")):
         name = path.relative_to(ROOT).as_posix()
-        if name == REPLACED:
-            continue
         for line, module in imported_modules(path):
             parts = module.split(".")
             if parts[0] == "tests" and any(
@@ -117,7 +110,3 @@ def test_no_module_imports_a_test_module_or_a_conftest() -> None:
             ):
                 offences.setdefault(f"{name}:{line}", module)
     assert offences == {}
-    assert (ROOT / REPLACED).exists(), (
-        f"{REPLACED} is gone: delete tests/test_limits.py, the __all__ of "
-        "tests/analytics/test_policy_scenarios.py and REPLACED here"
-    )

@@ -45,22 +45,6 @@ from tests.analytics.support import (
 from tests.factories import API, ago, create_patient
 from tests.support import assert_problem
 
-# Exported only for tests/test_observations_fast_path.py, which imports them from here (it is
-# being replaced, and not edited until then); this list goes with it. Import them from
-# tests.analytics.support instead.
-__all__ = [
-    "RESPONDER",
-    "SEVEN_DAYS",
-    "assert_frequency",
-    "assert_stepped_down_once",
-    "backdate",
-    "get_course",
-    "history",
-    "moment",
-    "scenario",
-]
-
-
 # --- 1. inactive -------------------------------------------------------------------------------
 
 

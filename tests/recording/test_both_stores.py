@@ -28,7 +28,7 @@ from app.core.config import Settings
 from app.core.limits import ServiceUnavailable
 from app.observations.models import Observation
 from app.recording import pg_store
-from tests.analytics.test_policy_scenarios import (
+from tests.analytics.support import (
     RESPONDER,
     SEVEN_DAYS,
     assert_frequency,
@@ -40,8 +40,7 @@ from tests.analytics.test_policy_scenarios import (
     scenario,
 )
 from tests.factories import API, ago, create_course, create_patient
-from tests.support import assert_problem
-from tests.test_limits import Issue, audit_rows, client_of, running
+from tests.support import Issue, assert_problem, audit_rows, client_of, running
 
 
 async def _stored(engine: AsyncEngine, observation_id: str) -> int:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.analytics.test_policy_scenarios import Case, backdate, history
+from tests.analytics.support import Case, backdate, history
 from tests.factories import API, ago, create_patient
 
 Step = tuple[str, Any]
