@@ -18,9 +18,9 @@ from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
 from app.audit.router import router as audit_router
 from app.auth.access import authorize
+from app.auth.cache import TokenCache
 from app.auth.revocations import RevocationListener
 from app.auth.router import router as tokens_router
-from app.auth.service import TokenCache
 from app.core import pg
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker

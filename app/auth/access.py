@@ -10,8 +10,9 @@ from sqlalchemy import bindparam, select
 
 from app.audit.service import audit_request
 from app.auth.errors import Forbidden, Unauthenticated
+from app.auth.principal import Principal
 from app.auth.rules import RULES, AccessRecord, Rule
-from app.auth.service import Principal, TokenService
+from app.auth.service import TokenService
 from app.core.db import SessionDep
 from app.core.errors import NotFound
 from app.core.telemetry import route_template

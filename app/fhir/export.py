@@ -37,8 +37,8 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.access import PrincipalDep, authorize
+from app.auth.principal import Principal
 from app.auth.rules import AccessRecord
-from app.auth.service import Principal
 from app.core.config import Settings
 from app.core.db import SessionDep, utcnow
 from app.core.errors import NotFound

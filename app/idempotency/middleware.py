@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.access import bearer_token
 from app.auth.errors import Unauthenticated
 from app.auth.models import IdempotencyKey
+from app.auth.principal import Principal
 from app.auth.rules import AccessRecord
-from app.auth.service import Principal, TokenService
+from app.auth.service import TokenService
 from app.core.db import SessionDep, before_commit
 from app.core.errors import PROBLEM_BASE, AppError, PreparedAnswer, problem
 from app.idempotency.errors import InvalidKey, KeyInUse, KeyReused, ResponseNotKept

@@ -24,8 +24,10 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401  (every table in Base.metadata)
+from app.auth.cache import TokenCache
 from app.auth.models import ApiToken
-from app.auth.service import Principal, TokenCache, TokenService
+from app.auth.principal import Principal
+from app.auth.service import TokenService
 from app.core.config import Settings
 from app.core.db import Base
 from app.main import create_app
@@ -484,7 +486,7 @@ def test_the_cache_keeps_tokens_longer_only_while_it_hears_revocations(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [0.0]
-    monkeypatch.setattr("app.auth.service.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("app.auth.cache.time.monotonic", lambda: clock[0])
     cache = TokenCache(ttl=1.0, pushed_ttl=300.0)
     principal = _principal()
 
