@@ -25,10 +25,11 @@ run: install ## migrate the database (SQLite file by default) and serve on $(HOS
 test: install ## run the whole test suite (OUTCOMES_TEST_DATABASE_URL picks the database)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## formatting, lint and types
+lint: install ## formatting, lint, types and import contracts (pyproject.toml)
 	$(VENV)/bin/ruff format --check app migrations tests bench
 	$(VENV)/bin/ruff check app migrations tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format app migrations tests bench
@@ -44,4 +45,4 @@ bench: install ## benchmarks (needs wrk; PostgreSQL at 127.0.0.1 and SQLite): on
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
