@@ -13,6 +13,7 @@ import httpx
 from app.auth.service import TokenService
 from app.core.config import Settings
 from app.core.migrations import upgrade
+from app.core.state import app_state
 from app.demo.plan import (
     PlannedObservation,
     PlannedPatient,
@@ -188,7 +189,7 @@ async def load_cohort(settings: Settings, plan: Sequence[PlannedPatient]) -> Dem
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         # The demo acts as a clinician, with a token of its own that it revokes when done.
-        async with app.state.sessionmaker() as session, session.begin():
+        async with app_state(app).sessionmaker() as session, session.begin():
             issued = await TokenService(session).issue("clinician", expires_in_days=1)
         # A server error comes back as a 500 response (and the app's own error log), so the
         # demo stops with the request that failed rather than a traceback from inside the app.
@@ -203,7 +204,7 @@ async def load_cohort(settings: Settings, plan: Sequence[PlannedPatient]) -> Dem
                 outcomes = [await write_patient(client, planned) for planned in plan]
                 cohort = await _call(client, "GET", f"{API}/cohort/summary", 200)
         finally:
-            async with app.state.sessionmaker() as session, session.begin():
+            async with app_state(app).sessionmaker() as session, session.begin():
                 await TokenService(session).revoke(issued.row.id)
     return summarise(plan, outcomes, cohort)
 
