@@ -1,4 +1,5 @@
-# Outcomes: `make run` serves the API on 127.0.0.1:8000; `make test` runs the whole suite.
+# Outcomes: `make run` serves the API on 127.0.0.1:8000; `make test` runs the whole suite;
+# `make help` lists every target.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install run test lint format migrate demo bench clean
+.PHONY: install run test lint format migrate demo bench clean help
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Outcomes needs Python 3.11 or newer")'
@@ -25,16 +26,17 @@ run: install ## migrate the database (SQLite file by default) and serve on $(HOS
 test: install ## run the whole test suite (OUTCOMES_TEST_DATABASE_URL picks the database)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## formatting, lint and types
+lint: install ## formatting, lint, types and import contracts (pyproject.toml)
 	$(VENV)/bin/ruff format --check app migrations tests bench
 	$(VENV)/bin/ruff check app migrations tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
-format: install
+format: install ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format app migrations tests bench
 	$(VENV)/bin/ruff check --fix app migrations tests bench
 
-migrate: install
+migrate: install ## migrate the configured database (SQLite file by default) to the latest schema
 	$(VENV)/bin/outcomes migrate
 
 demo: install ## load a synthetic cohort into the configured database
@@ -43,5 +45,8 @@ demo: install ## load a synthetic cohort into the configured database
 bench: install ## benchmarks (needs wrk; PostgreSQL at 127.0.0.1 and SQLite): one line per figure, bench/results/latest.json; BENCH_ARGS="--scale large" for 1M observations (bench/README.md)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove .venv and the tools' caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+
+help: ## list the targets with what each does
+	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

@@ -18,14 +18,16 @@ from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
 from app.audit.router import router as audit_router
 from app.auth.access import authorize
+from app.auth.cache import TokenCache
 from app.auth.revocations import RevocationListener
 from app.auth.router import router as tokens_router
-from app.auth.service import TokenCache
+from app.auth.state import AuthState, set_auth_state
 from app.core import pg
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
+from app.core.state import AppState, set_app_state
 from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
 from app.courses.router import router as courses_router
 from app.fhir.router import install_fhir
@@ -162,30 +164,39 @@ def _revocation_listener(settings: Settings, cache: TokenCache) -> RevocationLis
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
+    token_cache = TokenCache(
+        ttl=settings.token_cache_seconds, pushed_ttl=settings.token_cache_pushed_seconds
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies()  # a broken policy file stops the start, not a later request
         # The engine belongs to the running app, not to the import.
         engine = create_engine(settings)
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.read_sessionmaker = create_read_sessionmaker(engine)
-        app.state.raw_pool = await pg.create_pool(settings)  # None on SQLite
-        listener = app.state.revocations = _revocation_listener(settings, app.state.token_cache)
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            read_sessionmaker=create_read_sessionmaker(engine),
+            raw_pool=await pg.create_pool(settings),  # None on SQLite
+        )
+        set_app_state(app, state)
+        listener = _revocation_listener(settings, token_cache)
+        set_auth_state(app, AuthState(token_cache, listener))
         if listener is not None:
             listener.start()
         _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
             async with purging_in_background(
-                app.state.sessionmaker, settings.idempotency_purge_seconds
+                state.sessionmaker, settings.idempotency_purge_seconds
             ):
                 yield
         finally:
             if listener is not None:
                 await listener.stop()
-            if app.state.raw_pool is not None:
-                await app.state.raw_pool.close()
+            if state.raw_pool is not None:
+                await state.raw_pool.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -195,11 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={422: _problem},
     )
-    app.state.settings = settings
     withhold_exception_messages()  # no PHI in logs, whoever logs the exception
-    app.state.token_cache = TokenCache(
-        ttl=settings.token_cache_seconds, pushed_ttl=settings.token_cache_pushed_seconds
-    )
     install_error_handlers(app)
     app.add_exception_handler(405, _method_not_allowed)
     # Middlewares, innermost first (the last added runs first): limits answer before the app

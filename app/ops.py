@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.errors import AppError
+from app.core.state import app_state
 from app.core.telemetry import render_metrics
 
 
@@ -36,7 +37,7 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Health:
     """The service can reach its database."""
     try:
-        async with request.app.state.engine.connect() as connection:
+        async with app_state(request).engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         raise NotReady("The database is unreachable.") from exc

@@ -21,12 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.auth.service import TokenService
 from app.core.config import Settings, to_async_url
 from app.core.db import create_sessionmaker
+from app.core.state import app_state
 from app.main import create_app
 from tests.support import Issue, MakeClient, empty_tables, migrate
 
@@ -93,8 +95,8 @@ async def app(settings: Settings) -> AsyncIterator[object]:
 
 
 @pytest.fixture(scope="session")
-def engine(app: object) -> AsyncEngine:
-    return app.state.engine  # type: ignore[attr-defined, no-any-return]
+def engine(app: FastAPI) -> AsyncEngine:
+    return app_state(app).engine
 
 
 @pytest.fixture

@@ -402,7 +402,7 @@ async def test_demo_writes_the_cohort_through_the_api(
         policy = [r for r in rows if r["source"] == "policy"]
         if planned.course.adjustment == "auto":
             assert clinician == []
-            # A replay steps down at most once: the first step is "0 days" old (app/demo.py).
+            # A replay steps down at most once: the first step is "0 days" old (app/demo/).
             steps_down = [r for r in policy if r["sessions_per_week"] < 3]
             assert len(steps_down) <= 1
         else:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from fastapi import Request
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
 from app.auth.rules import AccessRecord
@@ -15,6 +15,7 @@ from app.core import pg
 from app.core.db import before_commit, new_id, table_of, utcnow
 from app.core.errors import on_error
 from app.core.pagination import paginate
+from app.core.state import app_state
 
 _INSERT_EVENT = insert(table_of(AuditEvent))  # built once: it runs on every request
 # A row's columns, in the order of INSERT_EVENT_SQL's parameters.
@@ -72,7 +73,8 @@ def audit_request(request: Request, record: AccessRecord) -> None:
     if not record.rule.audit:
         return
     reading = request.method in ("GET", "HEAD")
-    pool: pg.Pool | None = request.app.state.raw_pool if reading else None
+    state = app_state(request)
+    pool = state.raw_pool if reading else None
 
     async def on_success(session: AsyncSession, status: int) -> None:
         if record.written:
@@ -86,8 +88,7 @@ def audit_request(request: Request, record: AccessRecord) -> None:
     async def on_failure(status: int) -> None:
         if record.written:  # the write and its row committed before the request failed
             return
-        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-        async with sessionmaker() as session, session.begin():
+        async with state.sessionmaker() as session, session.begin():
             await session.execute(_INSERT_EVENT, audit_event(record, status))
 
     before_commit(request, on_success)

@@ -10,10 +10,13 @@ from sqlalchemy import bindparam, select
 
 from app.audit.service import audit_request
 from app.auth.errors import Forbidden, Unauthenticated
+from app.auth.principal import Principal
 from app.auth.rules import RULES, AccessRecord, Rule
-from app.auth.service import Principal, TokenService
+from app.auth.service import TokenService
+from app.auth.state import auth_state
 from app.core.db import SessionDep
 from app.core.errors import NotFound
+from app.core.state import app_state
 from app.core.telemetry import route_template
 from app.courses.models import Course
 
@@ -46,7 +49,7 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
         record.patient_id = _uuid_or_none(params.get("patient_id"))  # no query: known at once
     elif rule is not None and rule.scope == "patient-query":
         record.patient_id = _patient_query(request)
-    tokens = TokenService(session, request.app.state.token_cache, request.app.state.raw_pool)
+    tokens = TokenService(session, auth_state(request).token_cache, app_state(request).raw_pool)
     principal = await tokens.resolve(bearer_token(request))
     record.principal = principal
     if rule is None:

@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-if TYPE_CHECKING:
-    from app.auth.service import TokenCache
+from app.auth.cache import TokenCache
 
 logger = logging.getLogger("app.auth.revocations")
 

@@ -7,13 +7,14 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from app.auth.schemas import TokenCreate, TokenIssued, TokenList, TokenRead
 from app.auth.service import TokenService
+from app.auth.state import auth_state
 from app.core.db import SessionDep
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
 async def get_token_service(request: Request, session: SessionDep) -> TokenService:
-    return TokenService(session, request.app.state.token_cache)
+    return TokenService(session, auth_state(request).token_cache)
 
 
 ServiceDep = Annotated[TokenService, Depends(get_token_service)]

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from app.auth.service import Principal
+from app.auth.principal import Principal
 
 Role = Literal["admin", "clinician", "patient", "integration", "dashboard"]
 Action = Literal["read", "create", "update", "delete", "export"]

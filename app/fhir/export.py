@@ -37,11 +37,12 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.access import PrincipalDep, authorize
+from app.auth.principal import Principal
 from app.auth.rules import AccessRecord
-from app.auth.service import Principal
 from app.core.config import Settings
 from app.core.db import SessionDep, utcnow
 from app.core.errors import NotFound
+from app.core.state import app_state
 from app.fhir import mapping
 from app.fhir.models import ExportJob
 from app.fhir.repository import SECTIONS, FhirRepository
@@ -135,8 +136,7 @@ def parse_kick_off(request: Request) -> tuple[tuple[str, ...], datetime | None]:
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return app_state(request).settings
 
 
 async def _kick_off(
@@ -354,7 +354,7 @@ async def export_file(
     if resource_type not in job.types.split(","):
         raise ExportNotFound(f"Export {job_id} has no {resource_type} file.")
     lines = ndjson_lines(
-        request.app.state.sessionmaker,
+        app_state(request).sessionmaker,
         resource_type,
         file_query(resource_type, job),
         _settings(request).export_batch_size,

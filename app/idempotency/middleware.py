@@ -16,10 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.access import bearer_token
 from app.auth.errors import Unauthenticated
 from app.auth.models import IdempotencyKey
+from app.auth.principal import Principal
 from app.auth.rules import AccessRecord
-from app.auth.service import Principal, TokenService
+from app.auth.service import TokenService
+from app.auth.state import auth_state
 from app.core.db import SessionDep, before_commit
 from app.core.errors import PROBLEM_BASE, AppError, PreparedAnswer, problem
+from app.core.state import app_state
 from app.idempotency.errors import InvalidKey, KeyInUse, KeyReused, ResponseNotKept
 from app.idempotency.service import (
     Claim,
@@ -97,7 +100,7 @@ class IdempotencyMiddleware:
         app: FastAPI = scope["app"]
 
         # The lookup's own short transaction (it may delete an expired key).
-        async with app.state.sessionmaker() as session, session.begin():
+        async with app_state(app).sessionmaker() as session, session.begin():
             principal = await _principal(session, app, scope)
             key = parse_key(values)
             row = (
@@ -152,7 +155,7 @@ class IdempotencyMiddleware:
                 keep = scope["path"] not in SECRET_RESPONSES
                 try:
                     await complete(
-                        app.state.sessionmaker,
+                        app_state(app).sessionmaker,
                         claim,
                         status,
                         body if keep else None,
@@ -191,7 +194,7 @@ def _answer_for(row: IdempotencyKey, digest: str) -> Response:
 async def _principal(session: AsyncSession, app: FastAPI, scope: Scope) -> Principal | None:
     try:
         token = bearer_token(Request(scope))
-        return await TokenService(session, app.state.token_cache).resolve(token)
+        return await TokenService(session, auth_state(app).token_cache).resolve(token)
     except Unauthenticated:
         return None
 
@@ -264,7 +267,7 @@ async def store_key_with_write(request: Request, _session: SessionDep) -> None:
     claim: Claim | None = state.get(CLAIM)
     if claim is None:
         return
-    retention = timedelta(hours=request.app.state.settings.idempotency_retention_hours)
+    retention = timedelta(hours=app_state(request).settings.idempotency_retention_hours)
 
     async def insert_key(session: AsyncSession, status: int) -> None:
         if 200 <= status < 300:  # only a success is replayed; see IdempotencyMiddleware._run

@@ -1,0 +1,1 @@
+"""The recording pipeline: observations and sessions recorded, and what follows from them."""

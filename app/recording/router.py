@@ -13,6 +13,7 @@ from app.analytics.schemas import InstrumentTrendRead, TrendsRead
 from app.auth.rules import AccessRecord
 from app.core.db import SessionDep, utcnow
 from app.core.errors import PROBLEM_MEDIA_TYPE
+from app.core.state import app_state
 from app.idempotency.middleware import CLAIM
 from app.observations.schemas import (
     BatchResult,
@@ -36,7 +37,7 @@ def recording_store(request: Request, session: SessionDep) -> RecordingStore:
     """The request's store: the plain pool on PostgreSQL, unless an Idempotency-Key must
     commit with the write in the session's transaction; the session on SQLite."""
     now = utcnow()
-    pool = request.app.state.raw_pool
+    pool = app_state(request).raw_pool
     if pool is not None and CLAIM not in request.scope.get("state", {}):
         access: AccessRecord = request.state.access  # set by `authorize`
         return PgStore(pool, access, now)

@@ -25,8 +25,11 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401  (every table in Base.metadata)
+from app.auth.cache import TokenCache
 from app.auth.models import ApiToken
-from app.auth.service import Principal, TokenCache, TokenService
+from app.auth.principal import Principal
+from app.auth.service import TokenService
+from app.auth.state import auth_state
 from app.core.config import Settings
 from app.core.db import Base
 from app.main import create_app
@@ -483,7 +486,7 @@ def test_the_cache_keeps_tokens_longer_only_while_it_hears_revocations(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [0.0]
-    monkeypatch.setattr("app.auth.service.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("app.auth.cache.time.monotonic", lambda: clock[0])
     cache = TokenCache(ttl=1.0, pushed_ttl=300.0)
     principal = _principal()
 
@@ -510,7 +513,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.
 
 
 async def _listening(app: FastAPI) -> bool:
-    return bool(app.state.token_cache.listening)
+    return auth_state(app).token_cache.listening
 
 
 @pytest.mark.postgres_only
@@ -526,7 +529,7 @@ async def test_a_revocation_reaches_every_listening_process_at_once(
         issued = await issue(admin_a, role="clinician")
         async with _client(app_b, issued["token"]) as victim_b:
             assert (await victim_b.get(f"{API}/patients")).status_code == 200  # B caches it
-            assert len(app_b.state.token_cache) > 0
+            assert len(auth_state(app_b).token_cache) > 0
             assert (await admin_a.delete(f"{TOKENS}/{issued['id']}")).status_code == 204
 
             async def refused() -> bool:
@@ -545,19 +548,21 @@ async def test_a_lost_listener_empties_the_cache_until_it_listens_again(
         application.router.lifespan_context(application),
         _client(application, token) as client,
     ):
-        cache = application.state.token_cache
+        cache = auth_state(application).token_cache
+        listener = auth_state(application).revocations
+        assert listener is not None
         assert await _eventually(lambda: _listening(application))
         assert (await client.get(f"{API}/patients")).status_code == 200
         assert len(cache) == 1
         async with engine.connect() as admin:  # a restart or failover, as the listener sees it
-            pid = application.state.revocations.backend_pid
+            pid = listener.backend_pid
             await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
         async def deaf_and_empty() -> bool:
             return not cache.listening and len(cache) == 0
 
         async def listening_again() -> bool:
-            return bool(cache.listening) and application.state.revocations.backend_pid != pid
+            return cache.listening and listener.backend_pid != pid
 
         assert await _eventually(deaf_and_empty, seconds=5)
         assert await _eventually(listening_again)

@@ -26,6 +26,7 @@ from app.core.limits import (
     TokenBuckets,
     rate_limit_key,
 )
+from app.core.state import app_state
 from app.patients.service import PatientService
 from tests.factories import API, ago, create_patient
 from tests.support import Issue, assert_problem, audit_rows, client_of, running
@@ -273,7 +274,7 @@ async def test_a_connection_the_database_dropped_is_a_503_and_the_next_request_w
         client_of(app, token) as c,
     ):
         patient = await create_patient(c)
-        async with app.state.engine.connect() as conn:  # the pool's only connection
+        async with app_state(app).engine.connect() as conn:  # the pool's only connection
             pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         async with engine.connect() as admin:  # a restart or failover, as the pool sees it
             await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.audit.models import AuditEvent
+from app.core.state import app_state
 from tests.factories import create_course, create_observation, create_patient, create_session
 from tests.fhir.support import RoleClient, assert_outcome, assert_valid
 
@@ -24,7 +25,7 @@ NDJSON = "application/fhir+ndjson"
 @pytest.fixture(autouse=True)
 def _small_batches(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files span several batches even with a handful of rows (the keyset paging is used)."""
-    monkeypatch.setattr(app.state.settings, "export_batch_size", 2)
+    monkeypatch.setattr(app_state(app).settings, "export_batch_size", 2)
 
 
 async def _record(client: httpx.AsyncClient, name: str) -> dict[str, list[str]]:

@@ -20,12 +20,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core import pg
 from app.core.config import Settings
 from app.core.limits import ServiceUnavailable
+from app.core.state import app_state
 from app.observations.models import Observation
 from app.recording import pg_store
 from tests.analytics.support import (
@@ -56,6 +58,12 @@ async def _audit(engine: AsyncEngine, request_id: str) -> list[dict[str, Any]]:
             " FROM audit_events WHERE request_id = :rid"
         )
         return [dict(row._mapping) for row in await conn.execute(stmt, {"rid": request_id})]
+
+
+def _raw_pool(app: FastAPI) -> pg.Pool:
+    pool = app_state(app).raw_pool
+    assert pool is not None  # PostgreSQL
+    return pool
 
 
 def _body() -> dict[str, Any]:
@@ -336,7 +344,7 @@ async def test_concurrent_batches_apply_a_step_down_once(
 
 @pytest.mark.postgres_only
 async def test_the_plain_pool_has_the_statement_timeout(settings: Settings) -> None:
-    async with running(settings) as app, app.state.raw_pool.acquire() as conn:
+    async with running(settings) as app, _raw_pool(app).acquire() as conn:
         assert await conn.fetchval("SHOW statement_timeout") == "5s"
 
 
@@ -396,7 +404,7 @@ async def test_recordings_and_trend_reads_take_no_connection_from_sqlalchemys_po
         def checked_out(*args: object) -> None:
             checkouts.append(args)
 
-        pool = app.state.engine.sync_engine.pool
+        pool = app_state(app).engine.sync_engine.pool
         event.listen(pool, "checkout", checked_out)
         ended.clear()  # the set-up's requests' sessions
         try:
@@ -424,7 +432,7 @@ async def test_a_recording_after_the_database_dropped_a_connection_is_stored_onc
         patient = await create_patient(c)
         url = f"{API}/patients/{patient['id']}/observations"
         await c.post(url, json=_body())  # the plain pool's one connection is open
-        async with app.state.raw_pool.acquire() as conn:
+        async with _raw_pool(app).acquire() as conn:
             pid = await conn.fetchval("SELECT pg_backend_pid()")
         async with engine.connect() as admin:  # a restart or failover, as the pool sees it
             await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})

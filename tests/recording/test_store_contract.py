@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.analytics.repository import PolicyInputs, Value, value_order
 from app.auth.rules import API, RULES, AccessRecord
 from app.core.db import new_id, utcnow
+from app.core.state import app_state
 from app.courses.models import FrequencyChange
 from app.observations.models import Observation
 from app.patients.errors import PatientNotFound
@@ -54,11 +55,13 @@ async def unit_of(
     now = utcnow()
     if kind == "pg":
         access = access or _access(uuid.uuid4())
-        async with PgStore(app.state.raw_pool, access, now).unit(transaction=transaction) as db:
+        async with PgStore(app_state(app).raw_pool, access, now).unit(
+            transaction=transaction
+        ) as db:
             yield db
         return
     async with (
-        app.state.sessionmaker() as session,
+        app_state(app).sessionmaker() as session,
         session.begin(),
         SessionStore(session, now).unit(transaction=transaction) as db,
     ):
