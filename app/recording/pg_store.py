@@ -16,13 +16,15 @@ again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 import asyncpg
+from sqlalchemy import Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -34,7 +36,7 @@ from app.core.pg import Connection, Pool, connection
 from app.observations.bulk import unnest_columns
 from app.patients.errors import PatientNotFound
 from app.recording import statements as sql
-from app.recording.store import BatchWrite, PlannedChange, TrendInputs
+from app.recording.store import BatchWrite, PlannedChange, SharedQueries, TrendInputs
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -49,8 +51,8 @@ class RawStatement:
 
     __slots__ = ("defaults", "names", "sql")
 
-    def __init__(self, statement: ClauseElement) -> None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=_DIALECT))
+    def __init__(self, statement: Executable) -> None:
+        compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=_DIALECT))
         self.sql: str = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         self.defaults: dict[str, Any] = dict(compiled.params)
@@ -66,10 +68,13 @@ _RECORD_ONE = RawStatement(sql.PG_RECORD_ONE)
 _RECORD_BATCH = RawStatement(sql.PG_RECORD_BATCH)
 _CHANGE_FREQUENCY = RawStatement(sql.PG_CHANGE_FREQUENCY)
 _TREND_INPUTS = RawStatement(sql.PG_TREND_INPUTS)
-_STORED = RawStatement(sql.STORED["postgresql"])
-_PATIENT_EXISTS = RawStatement(sql.PATIENT_EXISTS)
-_COURSES = RawStatement(sql.PATIENT_COURSES["postgresql"])
-_SESSIONS = RawStatement(sql.PATIENT_SESSIONS["postgresql"])
+
+
+@cache
+def raw(statement: Executable) -> RawStatement:
+    """A statement shared with the session store, compiled once (Core statements hash by
+    identity: each of the module-level objects is compiled the first time it runs)."""
+    return RawStatement(statement)
 
 
 def values_of_arrays(row: Mapping[str, Any]) -> list[Value]:
@@ -110,16 +115,19 @@ def _inputs(records: Sequence[Any]) -> PolicyInputs:
 
 
 @dataclass(slots=True)
-class PgUnit:
+class PgUnit(SharedQueries):
     conn: Connection
     access: AccessRecord  # the request's: its row is written with the work
     received_at: datetime
-    in_transaction: bool
     audited: bool = False  # the audit row is part of what this unit wrote
+    dialect: str = "postgresql"
 
     async def _fetch(self, statement: RawStatement, params: Mapping[str, Any]) -> list[Any]:
         result: list[Any] = await self.conn.fetch(statement.sql, *statement.args(params))
         return result
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> list[Any]:
+        return await self._fetch(raw(statement), params)
 
     async def policy_inputs(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
@@ -165,32 +173,8 @@ class PgUnit:
         for change in changes:
             params = {"id": change.id, "course_id": change.course_id, "seen": change.seen}
             params |= {"changed_at": self.received_at, **change.values}
-            applied += (await self._fetch(_CHANGE_FREQUENCY, params))[0][0]
+            applied += (await self._fetch(_CHANGE_FREQUENCY, params))[0]["applied"]
         return applied
-
-    async def stored(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-        if not ids:
-            return {}
-        return {r["id"]: dict(r) for r in await self._fetch(_STORED, {"ids": list(ids)})}
-
-    async def patient_exists(self, patient_id: uuid.UUID) -> bool:
-        return bool((await self._fetch(_PATIENT_EXISTS, {"patient_id": patient_id}))[0][0])
-
-    async def references(
-        self,
-        patient_id: uuid.UUID,
-        course_ids: Collection[uuid.UUID],
-        session_ids: Collection[uuid.UUID],
-    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, uuid.UUID]]:
-        courses: set[uuid.UUID] = set()
-        sessions: dict[uuid.UUID, uuid.UUID] = {}
-        if course_ids:
-            params = {"patient_id": patient_id, "course_ids": list(course_ids)}
-            courses = {r["id"] for r in await self._fetch(_COURSES, params)}
-        if session_ids:
-            params = {"patient_id": patient_id, "session_ids": list(session_ids)}
-            sessions = {r["id"]: r["course_id"] for r in await self._fetch(_SESSIONS, params)}
-        return courses, sessions
 
     async def trend_inputs(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None
@@ -220,7 +204,7 @@ class PgStore:
     @asynccontextmanager
     async def unit(self, *, transaction: bool = False) -> AsyncIterator[PgUnit]:
         async with connection(self.pool) as conn:
-            unit = PgUnit(conn, self.access, self.received_at, transaction)
+            unit = PgUnit(conn, self.access, self.received_at)
             if transaction:
                 async with conn.transaction():
                     yield unit

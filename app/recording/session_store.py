@@ -9,13 +9,13 @@ by the request's own commit hook, with the rest, and nothing here writes it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult
+from sqlalchemy import CursorResult, Executable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,17 +25,23 @@ from app.core.errors import is_foreign_key_violation
 from app.observations import bulk
 from app.patients.errors import PatientNotFound
 from app.recording import statements as sql
-from app.recording.store import BatchWrite, PlannedChange, TrendInputs
+from app.recording.store import BatchWrite, PlannedChange, SharedQueries, TrendInputs
 
 
-@dataclass(frozen=True, slots=True)
-class SessionUnit:
+@dataclass(slots=True)
+class SessionUnit(SharedQueries):
     session: AsyncSession
     received_at: datetime
+    dialect: str = ""
 
-    @property
-    def dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+    def __post_init__(self) -> None:
+        self.dialect = self.session.get_bind().dialect.name
+
+    async def rows(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]:
+        result = await self.session.execute(statement, dict(params))
+        return cast("Sequence[Mapping[str, Any]]", result.mappings().all())
 
     async def policy_inputs(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
@@ -94,33 +100,6 @@ class SessionUnit:
             await self.session.execute(sql.ADD_CHANGE, {**params, "id": change.id})
             applied += 1
         return applied
-
-    async def stored(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-        if not ids:
-            return {}
-        rows = await self.session.execute(sql.STORED[self.dialect], {"ids": list(ids)})
-        return {row.id: dict(row._mapping) for row in rows}
-
-    async def patient_exists(self, patient_id: uuid.UUID) -> bool:
-        result = await self.session.execute(sql.PATIENT_EXISTS, {"patient_id": patient_id})
-        return bool(result.scalar())
-
-    async def references(
-        self,
-        patient_id: uuid.UUID,
-        course_ids: Collection[uuid.UUID],
-        session_ids: Collection[uuid.UUID],
-    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, uuid.UUID]]:
-        courses: set[uuid.UUID] = set()
-        sessions: dict[uuid.UUID, uuid.UUID] = {}
-        if course_ids:
-            params = {"patient_id": patient_id, "course_ids": list(course_ids)}
-            courses = set(await self.session.scalars(sql.PATIENT_COURSES[self.dialect], params))
-        if session_ids:
-            params = {"patient_id": patient_id, "session_ids": list(session_ids)}
-            rows = await self.session.execute(sql.PATIENT_SESSIONS[self.dialect], params)
-            sessions = {session_id: course_id for session_id, course_id in rows}
-        return courses, sessions
 
     async def trend_inputs(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None

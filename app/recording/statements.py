@@ -131,7 +131,7 @@ PATIENT_SESSIONS: dict[str, Select[Any]] = {
     )
     for d in _DIALECTS
 }
-PATIENT_EXISTS = select(exists().where(PATIENTS.c.id == bindparam("patient_id")))
+PATIENT_EXISTS = select(exists().where(PATIENTS.c.id == bindparam("patient_id")).label("found"))
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: the same parts composed into single statements (data-modifying CTEs)
@@ -253,7 +253,7 @@ PG_RECORD_BATCH = _record_batch()
 # A compare-and-set change and its history row, in one statement.
 _changed = CHANGE_FREQUENCY.returning(COURSES.c.id).cte("changed")
 PG_CHANGE_FREQUENCY = (
-    select(func.count())
+    select(func.count().label("applied"))
     .select_from(select(_changed.c.id).subquery())
     .add_cte(
         CHANGES.insert()

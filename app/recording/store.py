@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from sqlalchemy import Executable
+
 from app.analytics.repository import FrequencyChangeValues, PolicyCourse, PolicyInputs, Value
+from app.recording import statements as sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +101,44 @@ class RecordingStore(Protocol):
 
     def unit(self, *, transaction: bool = False) -> AbstractAsyncContextManager[RecordingUnit]:
         """A unit of work; ``transaction``: its writes commit together (a batch)."""
+
+
+class SharedQueries:
+    """The unit methods whose statement is the same on every store: written once, over the
+    one thing each store does its own way (``rows``: run a statement, rows by column label).
+    """
+
+    dialect: str
+
+    async def rows(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]:
+        raise NotImplementedError
+
+    async def stored(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        if not ids:
+            return {}
+        found = await self.rows(sql.STORED[self.dialect], {"ids": list(ids)})
+        return {row["id"]: dict(row) for row in found}
+
+    async def patient_exists(self, patient_id: uuid.UUID) -> bool:
+        found = await self.rows(sql.PATIENT_EXISTS, {"patient_id": patient_id})
+        return bool(found[0]["found"])
+
+    async def references(
+        self,
+        patient_id: uuid.UUID,
+        course_ids: Collection[uuid.UUID],
+        session_ids: Collection[uuid.UUID],
+    ) -> tuple[set[uuid.UUID], dict[uuid.UUID, uuid.UUID]]:
+        courses: set[uuid.UUID] = set()
+        sessions: dict[uuid.UUID, uuid.UUID] = {}
+        if course_ids:
+            params = {"patient_id": patient_id, "course_ids": list(course_ids)}
+            found = await self.rows(sql.PATIENT_COURSES[self.dialect], params)
+            courses = {row["id"] for row in found}
+        if session_ids:
+            params = {"patient_id": patient_id, "session_ids": list(session_ids)}
+            found = await self.rows(sql.PATIENT_SESSIONS[self.dialect], params)
+            sessions = {row["id"]: row["course_id"] for row in found}
+        return courses, sessions
