@@ -102,8 +102,8 @@ def _primary(trends: dict[str, InstrumentTrend]) -> str | None:
 def group_points(values: Iterable[Value]) -> dict[str, list[Point]]:
     """Values as each instrument's points, in the values' order."""
     grouped: dict[str, list[Point]] = defaultdict(list)
-    for value in values:
-        grouped[value.instrument].append(Point(value.recorded_at, value.value))
+    for instrument, recorded_at, _, value in values:
+        grouped[instrument].append(Point(recorded_at, value))
     return grouped
 
 
@@ -142,7 +142,7 @@ class AnalyticsService:
         values = await self.repo.values_of_patients({c.patient_id for c in courses}, earliest)
         by_patient: dict[uuid.UUID, list[Value]] = defaultdict(list)
         for patient_id, code, recorded_at, value in values:
-            by_patient[patient_id].append(Value(code, recorded_at, patient_id, value))
+            by_patient[patient_id].append((code, recorded_at, patient_id, value))
         outcomes = []
         for course in courses:
             params = policy_of(course)

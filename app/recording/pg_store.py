@@ -82,7 +82,7 @@ def values_of_arrays(row: Mapping[str, Any]) -> list[Value]:
     arrays = (row["instruments"], row["times"], row["ids"], row["vals"])
     if arrays[0] is None:
         return []
-    return [Value(*v) for v in zip(*arrays, strict=True)]
+    return list(zip(*arrays, strict=True))
 
 
 def audit_params(access: AccessRecord, status: int) -> dict[str, Any]:

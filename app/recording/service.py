@@ -77,7 +77,7 @@ def same_content(stored: Mapping[str, Any], patient_id: uuid.UUID, data: Observa
 
 
 def _value(row: Mapping[str, Any]) -> Value:
-    return Value(row["instrument"], row["recorded_at"], row["id"], row["value"])
+    return row["instrument"], row["recorded_at"], row["id"], row["value"]
 
 
 @dataclass(slots=True)

@@ -247,10 +247,10 @@ async def _seed(client: httpx.AsyncClient) -> tuple[uuid.UUID, list[uuid.UUID], 
         assert response.status_code == 201, response.text
         stored = response.json()
         recorded = datetime.fromisoformat(stored["recorded_at"])
-        values.append(Value("pain-nrs", recorded, uuid.UUID(stored["id"]), value))
+        values.append(("pain-nrs", recorded, uuid.UUID(stored["id"]), value))
     # The widest window starts 14 days before the earliest start date (30 days ago).
     since = datetime.combine(today - timedelta(days=44), datetime.min.time(), tzinfo=UTC)
-    expected = sorted((v for v in values if v.recorded_at >= since), key=value_order)
+    expected = sorted((v for v in values if v[1] >= since), key=value_order)
     return uuid.UUID(patient["id"]), [uuid.UUID(new["id"]), uuid.UUID(old["id"])], expected
 
 
@@ -283,7 +283,7 @@ async def test_policy_inputs_are_the_same_on_every_store(
     assert named.values == expected
     assert trend is not None
     assert trend.course.id == course_ids[0]  # the newest active course
-    assert trend.values == [v for v in expected if v.recorded_at >= _window(10)]
+    assert trend.values == [v for v in expected if v[1] >= _window(10)]
     assert trend.first_session_at == facts.first_session_at
 
 
