@@ -14,7 +14,7 @@ repository's (app/analytics/repository.py). The rules that live here, once:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BindParameter,
@@ -138,19 +138,16 @@ PATIENT_EXISTS = select(exists().where(PATIENTS.c.id == bindparam("patient_id"))
 
 
 def _window_arrays(values: Select[Any]) -> Select[Any]:
-    """The window's values as four arrays, in order: asyncpg decodes them in C."""
+    """The window's values as four arrays, in the order of ``values`` (its ORDER BY: the
+    aggregates read the ordered subquery, one sort for all four): asyncpg decodes them in C."""
     window = values.subquery("windowed")
-    order = (window.c.recorded_at, window.c.id)
-    return select(
-        func.array_agg(aggregate_order_by(window.c.instrument, *order)).label("instruments"),
-        func.array_agg(aggregate_order_by(window.c.recorded_at, *order)).label("times"),
-        func.array_agg(aggregate_order_by(window.c.id, *order)).label("ids"),
-        func.array_agg(aggregate_order_by(window.c.value, *order)).label("vals"),
+    arrays = select(
+        func.array_agg(window.c.instrument).label("instruments"),
+        func.array_agg(window.c.recorded_at).label("times"),
+        func.array_agg(window.c.id).label("ids"),
+        func.array_agg(window.c.value).label("vals"),
     )
-
-
-def aggregate_order_by(column: ColumnElement[Any], *order: ColumnElement[Any]) -> Any:
-    return postgresql.aggregate_order_by(column, *order)
+    return cast("Select[Any]", arrays)
 
 
 def courses_with_window(courses: Select[Any], *outcome: ColumnElement[Any]) -> Select[Any]:
