@@ -88,7 +88,7 @@ async def _run(url: str, count: int) -> None:
             ]  # fmt: skip
 
         record_one = pg_store._RECORD_ONE
-        active_inputs = pg_store._ACTIVE_INPUTS
+        active_inputs = pg_store._PATIENT_INPUTS
         columns = ("id", "patient_id", "instrument", "value", "recorded_at", "received_at")
         audit_columns = [f"audit_{name}" for name in INSERT_EVENT_COLUMNS]
 
@@ -110,7 +110,7 @@ async def _run(url: str, count: int) -> None:
         await _measure(
             "SELECT 1 (the round trip)", backend, count, lambda: conn.fetchval("SELECT 1")
         )
-        await _measure("PG_ACTIVE_INPUTS (the policy's read)", backend, count, policy_read)
+        await _measure("PG_PATIENT_INPUTS (the policy's read)", backend, count, policy_read)
         await _measure(
             "INSERT of db_insert_limit's row",
             backend,

@@ -20,6 +20,7 @@ from app.analytics.trends import (
 from app.observations.catalogue import Instrument
 
 STATUSES: tuple[Status, ...] = (
+    "normal",
     "responder",
     "partial-responder",
     "non-responder",

@@ -1,7 +1,9 @@
 """Session-frequency policy: a pure function from a course's state and trend to a recommendation.
 
-The rules and their order are docs/analytics.md's `standard-v1` table; the numbers are a policy's
-parameters (``PolicyParams``), so a clinic can run its own version without code changes.
+The rules and their order are docs/analytics.md's tables (`standard-v1`, `standard-v2`); the
+numbers, and which of v2's rules apply, are a policy's parameters (``PolicyParams``), so a
+clinic can run its own version without code changes. A parameter added in v2 defaults to v1's
+behaviour: a policy file written for v1 still means what it meant.
 """
 
 from __future__ import annotations
@@ -42,6 +44,23 @@ class PolicyParams(BaseModel):
     induction_min_sessions: int = Field(ge=1, le=100)
     induction_step_to: float
     non_response_min_sessions: int = Field(ge=1, le=200)
+    # v2 (docs/analytics.md, "Policy standard-v2"); the defaults are v1's behaviour.
+    adverse_events_until_acknowledged: bool = Field(
+        False,
+        description="Review while any session since the last clinician decision had an "
+        "adverse event (v1: only the latest session's).",
+    )
+    resume_review_days: int | None = Field(
+        None, ge=1, le=365, description="Review a course resumed after this many days paused."
+    )
+    review_no_deficit: bool = Field(
+        False, description="Review a course whose primary measure had no deficit at baseline."
+    )
+    wait_before_every_decrease: bool = Field(
+        False,
+        description="`induction-complete` waits min_days_between_changes too (v1: only "
+        "`response-step-down`).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyParams:
@@ -99,6 +118,10 @@ class CourseState:
     last_change_source: str
     last_change_at: datetime
     latest_session_adverse_events: tuple[str, ...] = ()
+    # v2: the adverse events of the latest session that had any since the last clinician
+    # decision; and, when the latest change is a resume, how long the course was paused.
+    unacknowledged_adverse_events: tuple[str, ...] = ()
+    resumed_after_days: float | None = None
 
     @property
     def last_change_effective(self) -> datetime:
@@ -172,6 +195,8 @@ def _evidence(
         "last_change_source": course.last_change_source,
         "days_since_last_change": round(days_since_change, 2),
         "latest_session_adverse_events": list(course.latest_session_adverse_events),
+        "unacknowledged_adverse_events": list(course.unacknowledged_adverse_events),
+        "resumed_after_days": course.resumed_after_days,
         "primary_instrument": instrument.code if instrument else None,
     }
     if trend is not None and instrument is not None:
@@ -272,10 +297,20 @@ def _inactive(ctx: _Context) -> Recommendation | None:
 
 
 def _adverse_event(ctx: _Context) -> Recommendation | None:
+    current = ctx.course.sessions_per_week
+    if ctx.params.adverse_events_until_acknowledged:
+        events = ctx.course.unacknowledged_adverse_events
+        if not events:
+            return None
+        return _result(
+            ctx, "adverse-event", "review", current,
+            f"A session recorded an adverse event ({'; '.join(events)}) that no clinician "
+            f"has acknowledged: review, and confirm the frequency ({_n(current)} a week) with "
+            "POST /courses/{id}/frequency.",
+        )  # fmt: skip
     events = ctx.course.latest_session_adverse_events
     if not events:
         return None
-    current = ctx.course.sessions_per_week
     return _result(
         ctx, "adverse-event", "review", current,
         f"The latest session recorded an adverse event ({'; '.join(events)}): "
@@ -283,15 +318,48 @@ def _adverse_event(ctx: _Context) -> Recommendation | None:
     )  # fmt: skip
 
 
+def _resumed_after_pause(ctx: _Context) -> Recommendation | None:
+    days = ctx.course.resumed_after_days
+    threshold = ctx.params.resume_review_days
+    if threshold is None or days is None or days < threshold:
+        return None
+    current = ctx.course.sessions_per_week
+    return _result(
+        ctx, "resumed-after-pause", "review", current,
+        f"The course was resumed after {_n(round(days))} days paused (review from "
+        f"{threshold}): review the plan and confirm the frequency ({_n(current)} a week).",
+    )  # fmt: skip
+
+
 def _insufficient_data(ctx: _Context) -> Recommendation | None:
     if ctx.status != "insufficient-data":
         return None
-    n = ctx.trend.n if ctx.trend else 0
+    trend = ctx.trend
+    n = trend.n if trend else 0
     what = ctx.instrument.code if ctx.instrument else "any instrument"
+    if trend is not None and trend.n_used is not None and trend.used >= 3 and trend.reason:
+        why = f"{n} value(s) of {what}, but {trend.reason}"
+    else:
+        why = (
+            f"{n} value(s) of {what} in the course window, at least 3 needed with one "
+            "after the first session"
+        )
     return _result(
         ctx, "insufficient-data", "keep", ctx.course.sessions_per_week,
-        f"Not enough data to judge the response ({n} value(s) of {what} in the course window, "
-        "at least 3 needed with one after the first session): keep the frequency.",
+        f"Not enough data to judge the response ({why}): keep the frequency.",
+    )  # fmt: skip
+
+
+def _no_deficit(ctx: _Context) -> Recommendation | None:
+    if not ctx.params.review_no_deficit or ctx.status != "normal":
+        return None
+    trend, ins = ctx.trend, ctx.instrument
+    assert trend is not None
+    assert ins is not None
+    return _result(
+        ctx, "no-deficit", "review", ctx.course.sessions_per_week,
+        f"{ins.code} was {_n(trend.baseline)} at baseline, already at or past its healthy end "
+        f"({_n(ins.best)}): no deficit at baseline; check the indication.",
     )  # fmt: skip
 
 
@@ -365,6 +433,11 @@ def _induction_complete(ctx: _Context) -> Recommendation | None:
         or course.sessions_done < params.induction_min_sessions
     ):
         return None
+    if (
+        params.wait_before_every_decrease
+        and ctx.days_since_change < params.min_days_between_changes
+    ):
+        return None
     return _result(
         ctx, "induction-complete", "decrease", params.induction_step_to,
         f"{_change(ctx)}: a partial responder after {course.sessions_done} sessions "
@@ -395,7 +468,9 @@ def _keep(ctx: _Context) -> Recommendation:
 RULES: tuple[Rule, ...] = (
     _inactive,
     _adverse_event,
+    _resumed_after_pause,
     _insufficient_data,
+    _no_deficit,
     _worsening,
     _max_sessions,
     _remission,

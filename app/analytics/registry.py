@@ -18,7 +18,7 @@ from app.analytics.policy import PolicyParams
 from app.core.config import get_settings
 
 BUILT_IN = Path(__file__).resolve().parent / "policies"
-DEFAULT_POLICY = "standard-v1"
+DEFAULT_POLICY = "standard-v2"  # for new courses; a course keeps the policy it was created with
 
 
 class PolicyFileError(ValueError):

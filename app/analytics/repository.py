@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
@@ -26,16 +26,23 @@ from typing import Any, TypedDict
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     FromClause,
     FunctionElement,
     Select,
+    String,
+    Text,
     Uuid,
     and_,
     bindparam,
+    cast,
+    exists,
     func,
+    literal,
     null,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -67,6 +74,10 @@ class PolicyCourse:
     sessions_per_week: float
     sessions_done: int
     max_sessions: int | None
+    region: str
+    paused_at: datetime | None
+    resumed_at: datetime | None
+    ended_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,9 @@ class CourseFacts:
     last_change_at: datetime
     first_session_at: datetime | None
     latest_adverse_events: tuple[str, ...]
+    last_change_rule: str | None = None
+    # The events of the latest session that had any since the last clinician decision.
+    unacknowledged_adverse_events: tuple[str, ...] = ()
 
 
 class FrequencyChangeValues(TypedDict):
@@ -90,9 +104,11 @@ class FrequencyChangeValues(TypedDict):
     reason: str
 
 
-# One stored value of a patient, as the trends read it: (instrument, recorded_at, id, value).
-# A plain tuple: the hot paths build thousands of them straight from the database's arrays.
-Value = tuple[str, datetime, uuid.UUID, float]
+# One stored value of a patient, as the trends read it: (instrument, recorded_at, id, value,
+# course_id); course_id None for a value stored without a course. A session's pain_before is
+# one too (its id is the session's). A plain tuple: the hot paths build thousands of them
+# straight from the database's arrays.
+Value = tuple[str, datetime, uuid.UUID, float, uuid.UUID | None]
 
 # The order of values everywhere: (recorded_at, id).
 value_order = itemgetter(1, 2)
@@ -127,8 +143,13 @@ COURSE_COLUMNS = (
     "sessions_per_week",
     "sessions_done",
     "max_sessions",
+    "region",
+    "paused_at",
+    "resumed_at",
+    "ended_at",
 )
-FACT_COLUMNS = ("last_change_source", "last_change_at", "first_session_at", "latest_adverse_events")
+# What attribution reads of every course of the patient, besides the facts.
+SPAN_COLUMNS = ("id", "region", "start_date", "policy", "ended_at")
 
 
 def _facts(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
@@ -145,13 +166,30 @@ def _facts(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
         .order_by(SESSIONS.c.performed_at.desc(), SESSIONS.c.number.desc())
         .limit(1)
     )
+    # A clinician's frequency decision acknowledges the adverse events before it (a resume's
+    # row is the clinician's too, but decides nothing: its rule says so).
+    decided = (
+        select(func.max(CHANGES.c.changed_at))
+        .where(
+            CHANGES.c.course_id == course_id,
+            CHANGES.c.source == "clinician",
+            CHANGES.c.rule.is_(None),
+        )
+        .scalar_subquery()
+    )
+    unacknowledged = latest_session.where(
+        cast(SESSIONS.c.adverse_events, Text) != "[]",
+        or_(decided.is_(None), SESSIONS.c.performed_at > decided),
+    )
     return [
         latest_change.scalar_subquery().label("last_change_source"),
         latest_change.with_only_columns(CHANGES.c.changed_at)
         .scalar_subquery()
         .label("last_change_at"),
+        latest_change.with_only_columns(CHANGES.c.rule).scalar_subquery().label("last_change_rule"),
         _first_session(course_id),
         latest_session.scalar_subquery().label("latest_adverse_events"),
+        unacknowledged.scalar_subquery().label("unacknowledged_adverse_events"),
     ]
 
 
@@ -181,6 +219,9 @@ _TREND = and_(
 _TREND_ORDER = ((COURSES.c.status == "active").desc(), *_NEWEST_FIRST)
 
 ACTIVE_COURSES = _WITH_FACTS.where(_ACTIVE).order_by(*_NEWEST_FIRST)
+# Every course of the patient, newest first: attribution reads them all, the policy the
+# active ones.
+PATIENT_COURSES = _WITH_FACTS.where(_OF_PATIENT).order_by(*_NEWEST_FIRST)
 NAMED_COURSE = _WITH_FACTS.where(_NAMED)
 COURSE_BY_ID = _WITH_FACTS.where(_BY_ID)
 # A trend read does not run the policy: of the facts, only the first session (where the
@@ -190,8 +231,10 @@ TREND_COURSE = (
         *_COURSE,
         null().label("last_change_source"),
         null().label("last_change_at"),
+        null().label("last_change_rule"),
         _first_session(COURSES.c.id),
         null().label("latest_adverse_events"),
+        null().label("unacknowledged_adverse_events"),
     )
     .where(_TREND)
     .order_by(*_TREND_ORDER)
@@ -227,47 +270,73 @@ def _window_start_sqlite(element: window_start, compiler: SQLCompiler, **kw: Any
 def values_of(
     courses: FromClause, patient: ColumnElement[Any] = bindparam("patient_id")
 ) -> Select[Any]:
-    """The ``patient``'s values from the window of the earliest of ``courses`` (their
-    ``start_date``) on, with ``window_days`` bound, in (recorded_at, id) order."""
+    """The values of ``courses`` (their ``id`` and ``start_date``) as ``Value`` rows, from
+    the window of the earliest of them on (``window_days`` bound), in (recorded_at, id) order:
+    the ``patient``'s observations that belong to one of them or to none, and their sessions'
+    pain_before as pain-nrs values, unless a pain-nrs observation names that session."""
     earliest = select(func.min(courses.c.start_date)).scalar_subquery()
-    return (
-        select(
-            OBSERVATIONS.c.instrument,
-            OBSERVATIONS.c.recorded_at,
-            OBSERVATIONS.c.id,
-            OBSERVATIONS.c.value,
-        )
-        .where(
-            OBSERVATIONS.c.patient_id == patient,
-            OBSERVATIONS.c.recorded_at >= window_start(earliest, bindparam("window_days")),
-        )
-        .order_by(OBSERVATIONS.c.recorded_at, OBSERVATIONS.c.id)
+    since = window_start(earliest, bindparam("window_days"))
+    ids = select(courses.c.id)
+    o = OBSERVATIONS
+    observed = select(o.c.instrument, o.c.recorded_at, o.c.id, o.c.value, o.c.course_id).where(
+        o.c.patient_id == patient,
+        o.c.recorded_at >= since,
+        or_(o.c.course_id.is_(None), o.c.course_id.in_(ids)),
     )
+    named = (
+        select(o.c.id)
+        .where(o.c.session_id == SESSIONS.c.id, o.c.instrument == "pain-nrs")
+        .correlate(SESSIONS)
+    )
+    before_sessions = select(
+        literal("pain-nrs", String).label("instrument"),
+        SESSIONS.c.performed_at.label("recorded_at"),
+        SESSIONS.c.id.label("id"),
+        cast(SESSIONS.c.pain_before, Float).label("value"),
+        SESSIONS.c.course_id.label("course_id"),
+    ).where(
+        SESSIONS.c.course_id.in_(ids),
+        SESSIONS.c.pain_before.is_not(None),
+        SESSIONS.c.performed_at >= since,
+        ~exists(named),
+    )
+    both = union_all(observed, before_sessions).subquery("course_values")
+    return select(*both.c).order_by(both.c.recorded_at, both.c.id)
 
 
-_STARTS = select(COURSES.c.start_date)
-ACTIVE_VALUES = values_of(_STARTS.where(_ACTIVE).subquery())
-NAMED_VALUES = values_of(_STARTS.where(_NAMED).subquery())
+def course_values(values: Iterable[Value], course_id: uuid.UUID) -> list[Value]:
+    """A course's own values among several courses': those that belong to it or to none."""
+    return [v for v in values if v[4] is None or v[4] == course_id]
+
+
+_COURSE_IDS = select(COURSES.c.id, COURSES.c.start_date)
+ACTIVE_VALUES = values_of(_COURSE_IDS.where(_ACTIVE).subquery())
+NAMED_VALUES = values_of(_COURSE_IDS.where(_NAMED).subquery())
 COURSE_VALUES = values_of(
-    _STARTS.where(_BY_ID).subquery(),
+    _COURSE_IDS.where(_BY_ID).subquery(),
     select(COURSES.c.patient_id).where(_BY_ID).scalar_subquery(),
 )
-TREND_VALUES = values_of(_STARTS.where(_TREND).order_by(*_TREND_ORDER).limit(1).subquery())
+TREND_VALUES = values_of(_COURSE_IDS.where(_TREND).order_by(*_TREND_ORDER).limit(1).subquery())
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoding: rows are read by column label.
 
 
+def _events(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):  # json: a raw asyncpg connection returns its text
+        value = json.loads(value)
+    return tuple(value or ())
+
+
 def course_of(row: Mapping[str, Any]) -> tuple[PolicyCourse, CourseFacts]:
-    events = row["latest_adverse_events"]
-    if isinstance(events, str):  # json: a raw asyncpg connection returns its text
-        events = json.loads(events)
     facts = CourseFacts(
         last_change_source=row["last_change_source"],
         last_change_at=row["last_change_at"],
         first_session_at=row["first_session_at"],
-        latest_adverse_events=tuple(events or ()),
+        latest_adverse_events=_events(row["latest_adverse_events"]),
+        last_change_rule=row["last_change_rule"],
+        unacknowledged_adverse_events=_events(row["unacknowledged_adverse_events"]),
     )
     return PolicyCourse(*(row[name] for name in COURSE_COLUMNS)), facts
 
@@ -322,13 +391,15 @@ class AnalyticsRepository:
     async def values_of_patients(
         self, patient_ids: set[uuid.UUID], since: datetime
     ) -> Sequence[Any]:
-        """(patient_id, instrument, recorded_at, value) from ``since``, in value order."""
+        """(patient_id, instrument, recorded_at, value, course_id) from ``since``, in value
+        order."""
         stmt = (
             select(
                 Observation.patient_id,
                 Observation.instrument,
                 Observation.recorded_at,
                 Observation.value,
+                Observation.course_id,
             )
             .where(Observation.patient_id.in_(patient_ids), Observation.recorded_at >= since)
             .order_by(Observation.recorded_at, Observation.id)

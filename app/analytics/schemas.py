@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from app.analytics.policy import Action, Recommendation
 from app.analytics.trends import Status
@@ -30,7 +30,10 @@ class MannKendallRead(ResponseModel):
 
 class InstrumentTrendRead(ResponseModel):
     instrument: str
-    n: int
+    n: int = Field(description="Values of the course in its window.")
+    n_used: int | None = Field(
+        description="Values the statistics used: n, or one a day (the day's median) above 100."
+    )
     baseline: Stat
     current: Stat
     last_value: Stat
@@ -42,6 +45,9 @@ class InstrumentTrendRead(ResponseModel):
     mann_kendall: MannKendallRead | None
     mcid_reached: bool
     status: Status
+    reason: str | None = Field(
+        None, description="Why the status is `insufficient-data` (null otherwise)."
+    )
 
     @classmethod
     def of(cls, analysis: CourseTrends, instrument: str | None = None) -> list[InstrumentTrendRead]:

@@ -22,11 +22,13 @@ from app.analytics.trends import (
     Status,
     instrument_trend,
     primary_instrument,
+    primary_order,
     window_start,
 )
 from app.core.db import utcnow
 from app.courses.errors import CourseNotFound
-from app.observations.catalogue import BY_CODE, CATALOGUE
+from app.courses.schedule import RESUMED
+from app.observations.catalogue import BY_CODE, CATALOGUE, Instrument
 
 
 class CourseView(Protocol):
@@ -50,6 +52,10 @@ class CourseView(Protocol):
     def sessions_done(self) -> int: ...
     @property
     def max_sessions(self) -> int | None: ...
+    @property
+    def paused_at(self) -> datetime | None: ...
+    @property
+    def resumed_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +102,17 @@ def course_trends(
 
 
 def _primary(trends: dict[str, InstrumentTrend]) -> str | None:
-    return primary_instrument([code for code, t in trends.items() if t.n > 0])
+    normal = [code for code, t in trends.items() if t.status == "normal"]
+    return primary_instrument([code for code, t in trends.items() if t.n > 0], normal)
 
 
-def group_points(values: Iterable[Value]) -> dict[str, list[Point]]:
-    """Values as each instrument's points, in the values' order."""
+def group_points(values: Iterable[Value], course_id: uuid.UUID) -> dict[str, list[Point]]:
+    """A course's values (those that belong to it, or to no course) as each instrument's
+    points, in the values' order."""
     grouped: dict[str, list[Point]] = defaultdict(list)
-    for instrument, recorded_at, _, value in values:
-        grouped[instrument].append(Point(recorded_at, value))
+    for instrument, recorded_at, _, value, owner in values:
+        if owner is None or owner == course_id:
+            grouped[instrument].append(Point(recorded_at, value))
     return grouped
 
 
@@ -119,7 +128,8 @@ class AnalyticsService:
         if not inputs.courses:
             raise CourseNotFound(course_id)
         course, facts = inputs.courses[0]
-        return analysis(course, facts, group_points(inputs.values), now, policy_of(course))
+        points = group_points(inputs.values, course.id)
+        return analysis(course, facts, points, now, policy_of(course))
 
     async def recommendation(self, course_id: uuid.UUID) -> CourseAnalysis:
         return await self.analyse(course_id, utcnow())
@@ -141,12 +151,12 @@ class AnalyticsService:
         earliest = min(window_start(c.start_date, policy_of(c).thresholds) for c in courses)
         values = await self.repo.values_of_patients({c.patient_id for c in courses}, earliest)
         by_patient: dict[uuid.UUID, list[Value]] = defaultdict(list)
-        for patient_id, code, recorded_at, value in values:
-            by_patient[patient_id].append((code, recorded_at, patient_id, value))
+        for patient_id, code, recorded_at, value, course_id in values:
+            by_patient[patient_id].append((code, recorded_at, patient_id, value, course_id))
         outcomes = []
         for course in courses:
             params = policy_of(course)
-            points = group_points(by_patient[course.patient_id])
+            points = group_points(by_patient[course.patient_id], course.id)
             first = first_sessions.get(course.id)
             trends = course_trends(course, points, first, now, params)
             primary = _primary(trends)
@@ -179,19 +189,25 @@ def verdict(
     other instruments, which the policy does not read (half the work of a write with two)."""
     since = window_start(course.start_date, params.thresholds)
     with_values = [ins.code for ins in CATALOGUE if _any_between(points.get(ins.code), since, now)]
-    primary = primary_instrument(with_values)
-    if primary is None:
+    chosen: tuple[InstrumentTrend, Instrument] | None = None
+    for code in primary_order(with_values):  # the first without status `normal`, else the first
+        instrument = BY_CODE[code]
+        trend = instrument_trend(
+            instrument,
+            points[code],
+            start_date=course.start_date,
+            first_session_at=facts.first_session_at,
+            now=now,
+            thresholds=params.thresholds,
+        )
+        if chosen is None or chosen[0].status == "normal":
+            chosen = (trend, instrument)
+        if trend.status != "normal":
+            chosen = (trend, instrument)
+            break
+    if chosen is None:
         return evaluate(params, _state(course, facts), None, None, now)
-    instrument = BY_CODE[primary]
-    trend = instrument_trend(
-        instrument,
-        points[primary],
-        start_date=course.start_date,
-        first_session_at=facts.first_session_at,
-        now=now,
-        thresholds=params.thresholds,
-    )
-    return evaluate(params, _state(course, facts), trend, instrument, now)
+    return evaluate(params, _state(course, facts), chosen[0], chosen[1], now)
 
 
 def _any_between(points: list[Point] | None, since: datetime, until: datetime) -> bool:
@@ -239,4 +255,14 @@ def _state(course: CourseView, facts: CourseFacts) -> CourseState:
         last_change_source=facts.last_change_source,
         last_change_at=facts.last_change_at,
         latest_session_adverse_events=facts.latest_adverse_events,
+        unacknowledged_adverse_events=facts.unacknowledged_adverse_events,
+        resumed_after_days=_resumed_after_days(course, facts),
     )
+
+
+def _resumed_after_days(course: CourseView, facts: CourseFacts) -> float | None:
+    """How long the course was paused, while its resume is the latest change."""
+    paused, resumed = course.paused_at, course.resumed_at
+    if facts.last_change_rule != RESUMED or paused is None or resumed is None:
+        return None
+    return (resumed - paused).total_seconds() / 86400.0

@@ -55,6 +55,11 @@ class Course(Base):
     # Maintained by the session insert (one atomic UPDATE), so session numbers never collide.
     sessions_done: Mapped[int] = mapped_column(Integer, default=0)
     last_session_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Status moments: the latest pause and resume (the policy reviews a long pause; the next
+    # session is due from the resume), and the end (values after it are not the course's).
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notes: Mapped[str | None] = mapped_column(Text)
     # The frequency policy (a registry id, e.g. `standard-v1`) that steers this course.
     policy: Mapped[str] = mapped_column(String(50), server_default="standard-v1")
@@ -68,6 +73,7 @@ class Course(Base):
             start_date=self.start_date,
             last_session_at=self.last_session_at,
             sessions_per_week=self.sessions_per_week,
+            resumed_at=self.resumed_at,
         )
 
 

@@ -8,7 +8,7 @@ from app.core.db import utcnow
 from app.courses.errors import CourseClosed, CourseNotFound
 from app.courses.models import Course, FrequencyChange
 from app.courses.repository import CourseRepository
-from app.courses.schedule import phase_for
+from app.courses.schedule import RESUMED, phase_for
 from app.courses.schemas import CourseCreate, CourseUpdate, FrequencyChangeCreate
 from app.patients.service import PatientService
 
@@ -72,10 +72,37 @@ class CourseService:
             and course.status in FINAL_STATUSES
         ):
             raise CourseClosed(course.status, "its status cannot change")
+        if new_status is not None and new_status != course.status:
+            await self._status_moment(course, new_status)
         for field, value in changes.items():
             setattr(course, field, value)
         await self.session.flush()
         return course
+
+    async def _status_moment(self, course: Course, new_status: str) -> None:
+        """Remember when a course pauses, resumes or ends. A resume also writes a history row
+        (the clinician's, at the same frequency): the schedule restarts from it, and a long
+        pause is for a clinician to review (policy standard-v2)."""
+        now = utcnow()
+        if new_status == "paused":
+            course.paused_at = now
+        elif new_status in FINAL_STATUSES:
+            course.ended_at = now
+        elif new_status == "active" and course.status == "paused":
+            course.resumed_at = now
+            paused_since = course.paused_at or course.updated_at
+            days = max(0, (now - paused_since).days)
+            await self.repo.add(
+                FrequencyChange(
+                    course_id=course.id,
+                    sessions_per_week=course.sessions_per_week,
+                    phase=course.phase,
+                    changed_at=now,
+                    source="clinician",
+                    rule=RESUMED,
+                    reason=f"resumed after {days} day{'' if days == 1 else 's'} paused",
+                )
+            )
 
     async def change_frequency(self, course_id: uuid.UUID, data: FrequencyChangeCreate) -> Course:
         """A clinician's change: always applied, and recorded with source `clinician`."""

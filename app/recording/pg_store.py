@@ -36,7 +36,7 @@ from app.core.pg import Connection, Pool, connection
 from app.observations.bulk import unnest_columns
 from app.patients.errors import PatientNotFound
 from app.recording import statements as sql
-from app.recording.store import BatchWrite, PlannedChange, SharedQueries, TrendInputs
+from app.recording.store import PlannedChange, SharedQueries, TrendInputs
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -62,10 +62,10 @@ class RawStatement:
         return [params[n] if n in params else defaults[n] for n in self.names]
 
 
-_ACTIVE_INPUTS = RawStatement(sql.PG_ACTIVE_INPUTS)
+_PATIENT_INPUTS = RawStatement(sql.PG_PATIENT_INPUTS)
 _NAMED_INPUTS = RawStatement(sql.PG_NAMED_INPUTS)
 _RECORD_ONE = RawStatement(sql.PG_RECORD_ONE)
-_RECORD_BATCH = RawStatement(sql.PG_RECORD_BATCH)
+_INSERT_BATCH = RawStatement(sql.PG_INSERT_BATCH)
 _CHANGE_FREQUENCY = RawStatement(sql.PG_CHANGE_FREQUENCY)
 _TREND_INPUTS = RawStatement(sql.PG_TREND_INPUTS)
 
@@ -78,8 +78,8 @@ def raw(statement: Executable) -> RawStatement:
 
 
 def values_of_arrays(row: Mapping[str, Any]) -> list[Value]:
-    """The window's values of a row carrying them as four arrays (NULL when none)."""
-    arrays = (row["instruments"], row["times"], row["ids"], row["vals"])
+    """The window's values of a row carrying them as five arrays (NULL when none)."""
+    arrays = (row["instruments"], row["times"], row["ids"], row["vals"], row["course_ids"])
     if arrays[0] is None:
         return []
     return list(zip(*arrays, strict=True))
@@ -106,12 +106,10 @@ def change_arrays(changes: Sequence[PlannedChange]) -> dict[str, list[Any]]:
 
 
 def _inputs(records: Sequence[Any]) -> PolicyInputs:
-    """Rows of ``courses_with_window``: a course each (a row of NULL course columns when
-    there is none), every row with the same window arrays."""
+    """Rows of ``courses_with_window``: a course each, every row with the same arrays."""
     if not records:
         return PolicyInputs()
-    courses = [course_of(r) for r in records if r["id"] is not None]
-    return PolicyInputs(courses, values_of_arrays(records[0]))
+    return PolicyInputs([course_of(r) for r in records], values_of_arrays(records[0]))
 
 
 @dataclass(slots=True)
@@ -133,7 +131,7 @@ class PgUnit(SharedQueries):
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
     ) -> PolicyInputs:
         params = {"patient_id": patient_id, "course_id": course_id, "window_days": window_days()}
-        statement = _ACTIVE_INPUTS if course_id is None else _NAMED_INPUTS
+        statement = _PATIENT_INPUTS if course_id is None else _NAMED_INPUTS
         return _inputs(await self._fetch(statement, params))
 
     async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
@@ -151,22 +149,21 @@ class PgUnit(SharedQueries):
         patient_id: uuid.UUID,
         received_at: datetime,
         items: Sequence[Mapping[str, Any]],
-    ) -> BatchWrite:
+    ) -> set[uuid.UUID]:
         params: dict[str, Any] = {
             "patient_id": patient_id,
             "received_at": received_at,
-            "window_days": window_days(),
             **unnest_columns(items),  # in id order: overlapping batches cannot deadlock
             **audit_params(self.access, 200),
         }
         try:
-            records = await self._fetch(_RECORD_BATCH, params)
+            records = await self._fetch(_INSERT_BATCH, params)
         except asyncpg.ForeignKeyViolationError as exc:
             raise PatientNotFound(patient_id) from exc
         if not records[0]["audited"]:  # the patient is unknown: nothing was stored either
             raise PatientNotFound(patient_id)
         self.audited = True
-        return BatchWrite(set(records[0]["stored_ids"]), _inputs(records))
+        return set(records[0]["stored_ids"])
 
     async def apply(self, changes: Sequence[PlannedChange]) -> int:
         applied = 0

@@ -1,27 +1,30 @@
 """The one recording pipeline: observations (one or a batch), sessions that trigger the
 policy, and trend reads, on whichever store serves the request.
 
-One rule order on every store: read the policy's inputs, add the new values, plan with the
-pure analytics, write (the observation, its audit row and the planned changes commit together,
-each change a compare-and-set on the frequency the plan saw). "Now" is the request's
-receipt time throughout: the observation's ``received_at`` and the changes' ``changed_at``.
+One rule order on every store: read the policy's inputs (every course of the patient, the
+active ones' values), attribute each new value to its course, add the new values, plan with
+the pure analytics for the courses they concern, write (the observation, its audit row and
+the planned changes commit together, each change a compare-and-set on the frequency the plan
+saw). "Now" is the request's receipt time throughout: the observation's ``received_at`` and
+the changes' ``changed_at``.
 """
 
 from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from app.analytics.attribution import CourseSpan, ambiguity, candidates, window_opens
 from app.analytics.repository import FrequencyChangeValues, PolicyInputs, Value, value_order
 from app.analytics.service import CourseTrends, group_points, policy_of, trends_of, verdict
 from app.core.db import new_id, new_ids
-from app.core.errors import field_error, validation_errors
+from app.core.errors import Unprocessable, field_error, validation_errors
 from app.courses.errors import CourseNotFound
 from app.courses.schedule import phase_for
 from app.observations.errors import InvalidReference, ObservationIdConflict
@@ -29,12 +32,12 @@ from app.observations.schemas import BatchResult, BatchStatus, ObservationCreate
 from app.patients.errors import PatientNotFound
 from app.recording.store import PlannedChange, RecordingStore, RecordingUnit
 
-# What a client sends; two posts of one id are the same observation when these agree.
+# What a client sends; two posts of one id are the same observation when these agree (and the
+# course, when the client named one: see same_content).
 CONTENT_FIELDS = (
     "instrument",
     "value",
     "recorded_at",
-    "course_id",
     "session_id",
     "context",
     "source",
@@ -44,17 +47,28 @@ CONTENT_FIELDS = (
 _uuid = TypeAdapter(uuid.UUID)
 
 
-def plan(inputs: PolicyInputs, new: Iterable[Value], now: datetime) -> list[PlannedChange]:
-    """The changes the policy makes to the courses read, counting the ``new`` values (merged
-    into the window in value order, as a later read would return them)."""
-    if not inputs.courses:
+def plan(
+    inputs: PolicyInputs,
+    new: Iterable[Value],
+    now: datetime,
+    concerned: Collection[uuid.UUID] | None = None,
+) -> list[PlannedChange]:
+    """The changes the policy makes to the active courses read (those ``concerned``: all
+    when None), counting the ``new`` values (merged into the window in value order, as a
+    later read would return them)."""
+    courses = [
+        (course, facts)
+        for course, facts in inputs.courses
+        if course.status == "active" and (concerned is None or course.id in concerned)
+    ]
+    if not courses:
         return []
     values = inputs.values
     for value in new:
         bisect.insort(values, value, key=value_order)
-    points = group_points(values)
     changes = []
-    for course, facts in inputs.courses:
+    for course, facts in courses:
+        points = group_points(values, course.id)
         rec = verdict(course, facts, points, now, policy_of(course))
         if rec.apply:
             frequency = rec.recommended_sessions_per_week
@@ -69,15 +83,42 @@ def plan(inputs: PolicyInputs, new: Iterable[Value], now: datetime) -> list[Plan
     return changes
 
 
+def spans(inputs: PolicyInputs) -> list[CourseSpan]:
+    """What attribution reads of the patient's courses."""
+    return [
+        CourseSpan(
+            id=course.id,
+            region=course.region,
+            start_date=course.start_date,
+            window_days=policy_of(course).window_days_before_start,
+            ended_at=course.ended_at,
+        )
+        for course, _ in inputs.courses
+    ]
+
+
+def concerned_by(
+    courses: Sequence[CourseSpan], course_id: uuid.UUID | None, recorded_at: datetime
+) -> set[uuid.UUID]:
+    """The courses a new value counts for: its own; without one, every course whose window
+    holds it (a value stored without a course counts for each course whose window holds it)."""
+    if course_id is not None:
+        return {course_id}
+    return {c.id for c in courses if recorded_at >= window_opens(c.start_date, c.window_days)}
+
+
 def same_content(stored: Mapping[str, Any], patient_id: uuid.UUID, data: ObservationCreate) -> bool:
-    """Whether a stored row is what the client sent (so a replay, not a clash of ids)."""
-    return stored["patient_id"] == patient_id and all(
-        stored[name] == getattr(data, name) for name in CONTENT_FIELDS
+    """Whether a stored row is what the client sent (so a replay, not a clash of ids). A
+    client that named no course sent whichever course the value was attributed to."""
+    return (
+        stored["patient_id"] == patient_id
+        and all(stored[name] == getattr(data, name) for name in CONTENT_FIELDS)
+        and (data.course_id is None or stored["course_id"] == data.course_id)
     )
 
 
 def _value(row: Mapping[str, Any]) -> Value:
-    return row["instrument"], row["recorded_at"], row["id"], row["value"]
+    return row["instrument"], row["recorded_at"], row["id"], row["value"], row["course_id"]
 
 
 @dataclass(slots=True)
@@ -113,6 +154,7 @@ class _Candidate:
     outcome: _Outcome
     id: uuid.UUID
     data: ObservationCreate
+    course_id: uuid.UUID | None = None  # named, a session's, or attributed
 
     def row(self) -> dict[str, Any]:
         """The columns the item brings to its row (the store adds the patient and the receipt
@@ -123,7 +165,7 @@ class _Candidate:
             "instrument": data.instrument,
             "value": data.value,
             "recorded_at": data.recorded_at,
-            "course_id": data.course_id,
+            "course_id": self.course_id,
             "session_id": data.session_id,
             "context": data.context,
             "source": data.source,
@@ -152,10 +194,15 @@ class RecordingService:
             "received_at": now,
         }
         async with self.store.unit() as db:
-            if data.course_id is not None or data.session_id is not None:
-                await self._check_references(db, patient_id, data)
             inputs = await db.policy_inputs(patient_id)
-            if await db.write_one(row, plan(inputs, [_value(row)], now)):
+            courses = spans(inputs)
+            if data.course_id is not None or data.session_id is not None:
+                row["course_id"] = await self._check_references(db, patient_id, data)
+            else:
+                row["course_id"] = _attribute(courses, data, ["body", "course_id"])
+            concerned = concerned_by(courses, row["course_id"], data.recorded_at)
+            changes = plan(inputs, [_value(row)], now, concerned)
+            if await db.write_one(row, changes):
                 return row, True
             existing = (await db.stored([row["id"]])).get(row["id"])
             if existing is not None and same_content(existing, patient_id, data):
@@ -170,16 +217,20 @@ class RecordingService:
         outcomes, candidates = _parse(items)
         now = self.received_at
         async with self.store.unit(transaction=True) as db:
+            inputs = await db.policy_inputs(patient_id)
+            courses = spans(inputs)
             if any(c.data.course_id or c.data.session_id for c in candidates):
                 if not await db.patient_exists(patient_id):  # a 404 before any item's error
                     raise PatientNotFound(patient_id)
                 candidates = await _without_foreign_references(db, patient_id, candidates)
+            candidates = _attributed(courses, candidates)
             candidates = _without_repeated_ids(candidates)
             rows = [c.row() for c in candidates]
-            stored_ids, inputs = await db.write_batch(patient_id, now, rows)
+            stored_ids = await db.write_batch(patient_id, now, rows)
             if stored_ids:  # one policy evaluation for the whole batch, counting its values
-                new = (_value(r) for r in rows if r["id"] in stored_ids)
-                await db.apply(plan(inputs, new, now))
+                new = [_value(r) for r in rows if r["id"] in stored_ids]
+                concerned = set().union(*(concerned_by(courses, v[4], v[1]) for v in new))
+                await db.apply(plan(inputs, new, now, concerned))
             existing = await db.stored([c.id for c in candidates if c.id not in stored_ids])
         # Ids that were already stored (by an earlier request or a concurrent one).
         for candidate in candidates:
@@ -214,13 +265,16 @@ class RecordingService:
                     raise CourseNotFound(course_id)
                 return None
         course, first_session_at, values = found
-        points = group_points(values)
+        points = group_points(values, course.id)
         return trends_of(course, first_session_at, points, self.received_at, policy_of(course))
 
     @staticmethod
     async def _check_references(
         db: RecordingUnit, patient_id: uuid.UUID, data: ObservationCreate
-    ) -> None:
+    ) -> uuid.UUID:
+        """The course an observation naming a course or a session belongs to (a session's
+        course when it names only the session); 404 or 422 for a reference not the
+        patient's."""
         courses, sessions = await db.references(
             patient_id,
             [data.course_id] if data.course_id else [],
@@ -235,6 +289,37 @@ class RecordingService:
             if not await db.patient_exists(patient_id):  # a 404 first
                 raise PatientNotFound(patient_id)
             raise InvalidReference(*error)
+        if data.course_id is not None:
+            return data.course_id
+        assert data.session_id is not None
+        return sessions[data.session_id]
+
+
+def _attribute(
+    courses: Sequence[CourseSpan], data: ObservationCreate, loc: list[str | int]
+) -> uuid.UUID | None:
+    """The one course a value naming none belongs to (None when no course fits); a 422 on
+    ``loc`` when several do: the client must say which."""
+    found = candidates(courses, data.instrument, data.recorded_at)
+    if len(found) > 1:
+        raise Unprocessable.at(loc, ambiguity(len(found)))
+    return found[0] if found else None
+
+
+def _attributed(courses: Sequence[CourseSpan], candidates_: list[_Candidate]) -> list[_Candidate]:
+    """Each batch item with its course (named, a session's, or attributed); those several
+    courses fit are rejected with the single POST's error."""
+    kept = []
+    for candidate in candidates_:
+        data = candidate.data
+        if data.course_id is None and data.session_id is None:
+            found = candidates(courses, data.instrument, data.recorded_at)
+            if len(found) > 1:
+                candidate.outcome.reject([field_error(["course_id"], ambiguity(len(found)))])
+                continue
+            candidate.course_id = found[0] if found else None
+        kept.append(candidate)
+    return kept
 
 
 def _client_id(item: Any) -> uuid.UUID | None:
@@ -284,8 +369,12 @@ async def _without_foreign_references(
             errors.append(field_error(["session_id"], session_error))
         if errors:
             candidate.outcome.reject(errors)
-        else:
-            kept.append(candidate)
+            continue
+        if data.session_id is not None:
+            candidate.course_id = sessions[data.session_id]
+        elif data.course_id is not None:
+            candidate.course_id = data.course_id
+        kept.append(candidate)
     return kept
 
 

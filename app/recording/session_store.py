@@ -25,7 +25,7 @@ from app.core.errors import is_foreign_key_violation
 from app.observations import bulk
 from app.patients.errors import PatientNotFound
 from app.recording import statements as sql
-from app.recording.store import BatchWrite, PlannedChange, SharedQueries, TrendInputs
+from app.recording.store import PlannedChange, SharedQueries, TrendInputs
 
 
 @dataclass(slots=True)
@@ -49,7 +49,7 @@ class SessionUnit(SharedQueries):
         if course_id is None:
             params = {"patient_id": patient_id}
             return await read_inputs(
-                self.session, reads.ACTIVE_COURSES, reads.ACTIVE_VALUES, params
+                self.session, reads.PATIENT_COURSES, reads.ACTIVE_VALUES, params
             )
         params = {"patient_id": patient_id, "course_id": course_id}
         return await read_inputs(self.session, reads.NAMED_COURSE, reads.NAMED_VALUES, params)
@@ -71,12 +71,11 @@ class SessionUnit(SharedQueries):
         patient_id: uuid.UUID,
         received_at: datetime,
         items: Sequence[Mapping[str, Any]],
-    ) -> BatchWrite:
+    ) -> set[uuid.UUID]:
         if not await self.patient_exists(patient_id):  # a 404 whatever the items
             raise PatientNotFound(patient_id)
-        inputs = await self.policy_inputs(patient_id)
         if not items:
-            return BatchWrite(set(), inputs)
+            return set()
         if self.dialect == "postgresql":
             params: dict[str, Any] = {"patient_id": patient_id, "received_at": received_at}
             params.update(bulk.unnest_columns(items))
@@ -87,7 +86,7 @@ class SessionUnit(SharedQueries):
             batch = {"patient_id": patient_id, "received_at": received_at}
             rows = [{**item, **batch} for item in items]
             stored = set((await self.session.execute(bulk.insert_row(), rows)).scalars().all())
-        return BatchWrite(stored, inputs)
+        return stored
 
     async def apply(self, changes: Sequence[PlannedChange]) -> int:
         applied = 0

@@ -27,17 +27,16 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    literal_column,
     select,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.analytics.repository import (
-    ACTIVE_COURSES,
     CHANGES,
     COURSES,
     NAMED_COURSE,
+    PATIENT_COURSES,
     SESSIONS,
     TREND_COURSE,
     values_of,
@@ -118,13 +117,13 @@ STORED: dict[str, Select[Any]] = {
     d: select(OBSERVATIONS).where(_among(OBSERVATIONS.c.id, "ids", d)) for d in _DIALECTS
 }
 # Those of ``course_ids`` that are the patient's courses; session → course for ``session_ids``.
-PATIENT_COURSES: dict[str, Select[Any]] = {
+OWN_COURSES: dict[str, Select[Any]] = {
     d: select(COURSES.c.id).where(
         COURSES.c.patient_id == bindparam("patient_id"), _among(COURSES.c.id, "course_ids", d)
     )
     for d in _DIALECTS
 }
-PATIENT_SESSIONS: dict[str, Select[Any]] = {
+OWN_SESSIONS: dict[str, Select[Any]] = {
     d: select(SESSIONS.c.id, SESSIONS.c.course_id).where(
         SESSIONS.c.patient_id == bindparam("patient_id"),
         _among(SESSIONS.c.id, "session_ids", d),
@@ -138,33 +137,37 @@ PATIENT_EXISTS = select(exists().where(PATIENTS.c.id == bindparam("patient_id"))
 
 
 def _window_arrays(values: Select[Any]) -> Select[Any]:
-    """The window's values as four arrays, in the order of ``values`` (its ORDER BY: the
-    aggregates read the ordered subquery, one sort for all four): asyncpg decodes them in C."""
+    """The window's values as five arrays, in the order of ``values`` (its ORDER BY: the
+    aggregates read the ordered subquery, one sort for all): asyncpg decodes them in C."""
     window = values.subquery("windowed")
     arrays = select(
         func.array_agg(window.c.instrument).label("instruments"),
         func.array_agg(window.c.recorded_at).label("times"),
         func.array_agg(window.c.id).label("ids"),
         func.array_agg(window.c.value).label("vals"),
+        func.array_agg(window.c.course_id).label("course_ids"),
     )
     return cast("Select[Any]", arrays)
 
 
-def courses_with_window(courses: Select[Any], *outcome: ColumnElement[Any]) -> Select[Any]:
-    """One statement: the courses (a row each, newest first, or one row of NULL course
-    columns when there is none), each row with the window's arrays and ``outcome``."""
+def courses_with_window(courses: Select[Any], *, active_only: bool) -> Select[Any]:
+    """One statement: the courses (a row each, newest first), each row with the window's
+    arrays: the values of those courses (``active_only``: of the active ones)."""
     found = courses.cte("courses")
-    arrays = _window_arrays(values_of(found)).subquery("window_values")
-    one = select(literal_column("1").label("one")).subquery("one")
+    owners = select(found.c.id, found.c.start_date)
+    if active_only:
+        owners = owners.where(found.c.status == "active")
+    arrays = _window_arrays(values_of(owners.subquery("owners"))).subquery("window_values")
     return (
-        select(*found.c, *arrays.c, *outcome)
-        .select_from(one.outerjoin(found, true()).join(arrays, true()))
-        .order_by(found.c.start_date.desc())
+        select(*found.c, *arrays.c)
+        .select_from(found.join(arrays, true()))
+        .order_by(found.c.start_date.desc(), found.c.id)
     )
 
 
-PG_ACTIVE_INPUTS = courses_with_window(ACTIVE_COURSES)
-PG_NAMED_INPUTS = courses_with_window(NAMED_COURSE)
+# Every course of the patient (attribution reads them all) with the active ones' values.
+PG_PATIENT_INPUTS = courses_with_window(PATIENT_COURSES, active_only=True)
+PG_NAMED_INPUTS = courses_with_window(NAMED_COURSE, active_only=False)
 
 
 def _audit_from(condition: ColumnElement[bool]) -> Insert:
@@ -229,23 +232,21 @@ def _record_one() -> Select[Any]:
 PG_RECORD_ONE = _record_one()
 
 
-def _record_batch() -> Select[Any]:
+def _insert_batch() -> Select[Any]:
     """Every item (bulk.insert_unnest) unless its id is taken, and the request's audit row if
-    the patient exists; then, as they were just before (one snapshot), the active courses and
-    the window (``courses_with_window``), each row ending with the ids stored and whether the
-    audit row was written (if not, the patient is unknown: nothing was stored either, as a new
-    item would have failed the foreign key)."""
+    the patient exists: the ids stored, and whether the audit row was written (if not, the
+    patient is unknown: nothing was stored either, as a new item would have failed the
+    foreign key)."""
     stored = bulk.insert_unnest().cte("stored")
     patient_exists = exists().where(PATIENTS.c.id == bindparam("patient_id"))
     audited = _audit_from(patient_exists).returning(AUDIT.c.id).cte("audited")
-    return courses_with_window(
-        ACTIVE_COURSES,
+    return select(
         func.array(select(stored.c.id).scalar_subquery()).label("stored_ids"),
         exists(select(audited.c.id)).label("audited"),
     )
 
 
-PG_RECORD_BATCH = _record_batch()
+PG_INSERT_BATCH = _insert_batch()
 
 # A compare-and-set change and its history row, in one statement.
 _changed = CHANGE_FREQUENCY.returning(COURSES.c.id).cte("changed")

@@ -33,13 +33,6 @@ class PlannedChange:
     values: FrequencyChangeValues
 
 
-class BatchWrite(NamedTuple):
-    """What writing a batch returns: the ids stored, and the inputs as they were before."""
-
-    stored_ids: set[uuid.UUID]
-    inputs: PolicyInputs
-
-
 class TrendInputs(NamedTuple):
     course: PolicyCourse
     first_session_at: datetime | None
@@ -52,7 +45,8 @@ class RecordingUnit(Protocol):
     async def policy_inputs(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
     ) -> PolicyInputs:
-        """The patient's active courses (or the one named, active or not) and their values."""
+        """Every course of the patient (newest first) with the values of the active ones; or
+        the one named, active or not, with its values."""
 
     async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
         """Atomically: the observation unless its id is taken; only if it was stored, the
@@ -64,10 +58,10 @@ class RecordingUnit(Protocol):
         patient_id: uuid.UUID,
         received_at: datetime,
         items: Sequence[Mapping[str, Any]],
-    ) -> BatchWrite:
+    ) -> set[uuid.UUID]:
         """The items (each with bulk.ITEM_COLUMNS) unless their id is taken, with the
-        request's audit row (where the store writes it); and the patient's policy inputs as
-        they were just before. PatientNotFound for an unknown patient, nothing written."""
+        request's audit row (where the store writes it): the ids stored. PatientNotFound for
+        an unknown patient, nothing written."""
 
     async def apply(self, changes: Sequence[PlannedChange]) -> int:
         """Each change as a compare-and-set with its history row: how many applied."""
@@ -135,10 +129,10 @@ class SharedQueries:
         sessions: dict[uuid.UUID, uuid.UUID] = {}
         if course_ids:
             params = {"patient_id": patient_id, "course_ids": list(course_ids)}
-            found = await self.rows(sql.PATIENT_COURSES[self.dialect], params)
+            found = await self.rows(sql.OWN_COURSES[self.dialect], params)
             courses = {row["id"] for row in found}
         if session_ids:
             params = {"patient_id": patient_id, "session_ids": list(session_ids)}
-            found = await self.rows(sql.PATIENT_SESSIONS[self.dialect], params)
+            found = await self.rows(sql.OWN_SESSIONS[self.dialect], params)
             sessions = {row["id"]: row["course_id"] for row in found}
         return courses, sessions

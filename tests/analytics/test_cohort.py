@@ -67,6 +67,7 @@ async def test_counts_by_status_and_responder_rate(client: httpx.AsyncClient, co
     summary = (await client.get(f"{API}/cohort/summary")).json()
     assert summary["courses"] == 6
     assert summary["by_status"] == {
+        "normal": 0,
         "responder": 1,
         "partial-responder": 2,
         "non-responder": 1,
@@ -113,6 +114,7 @@ async def test_empty_cohort(client: httpx.AsyncClient) -> None:
         "by_status": {
             s: 0
             for s in (
+                "normal",
                 "responder",
                 "partial-responder",
                 "non-responder",

@@ -55,9 +55,10 @@ def trend(
     code: str = "pain-nrs",
     params: PolicyParams = STANDARD,
 ) -> InstrumentTrend:
-    """One baseline value the day before the first session, then ``after`` every other day."""
+    """One baseline value the day before the first session, then ``after`` every other day
+    from an hour after it."""
     points = [Point(T0 - timedelta(days=1), baseline)]
-    points += [Point(T0 + timedelta(days=2 * i), v) for i, v in enumerate(after)]
+    points += [Point(T0 + timedelta(days=2 * i, hours=1), v) for i, v in enumerate(after)]
     return instrument_trend(
         BY_CODE[code],
         points,
@@ -563,7 +564,7 @@ def write(folder: Path, name: str, content: str | dict[str, Any]) -> Path:
 def test_load_policies_reads_every_folder(tmp_path: Path) -> None:
     write(tmp_path / "clinic", "clinic-v2.json", standard_fields(id="clinic-v2"))
     loaded = load_policies([BUILT_IN, tmp_path / "clinic"])
-    assert set(loaded) == {"standard-v1", "clinic-v2"}
+    assert set(loaded) == {"standard-v1", "standard-v2", "clinic-v2"}
     assert loaded["standard-v1"] == STANDARD
 
 
@@ -671,6 +672,10 @@ def _recorded(draw: st.DrawFn) -> tuple[PolicyCourse, CourseFacts, dict[str, lis
         sessions_per_week=draw(st.sampled_from([3.0, 2.0, 1.0])),
         sessions_done=draw(st.integers(0, 30)),
         max_sessions=draw(st.none() | st.integers(5, 40)),
+        region="lumbar",
+        paused_at=None,
+        resumed_at=None,
+        ended_at=None,
     )
     first_session = draw(st.none() | st.integers(0, 10))
     facts = CourseFacts(

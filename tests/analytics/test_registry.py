@@ -39,7 +39,7 @@ def test_built_in_policy_is_always_there() -> None:
 async def test_course_can_name_a_clinic_policy(
     client: httpx.AsyncClient, clinic_policy: str
 ) -> None:
-    assert set(policies()) == {"standard-v1", clinic_policy}
+    assert set(policies()) == {"standard-v1", "standard-v2", clinic_policy}
     patient = await create_patient(client)
     course = await create_course(client, patient["id"], policy=clinic_policy)
     assert course["policy"] == clinic_policy
@@ -47,6 +47,6 @@ async def test_course_can_name_a_clinic_policy(
     assert recommendation["policy_version"] == clinic_policy
 
 
-async def test_courses_default_to_standard_v1(client: httpx.AsyncClient) -> None:
+async def test_new_courses_default_to_standard_v2(client: httpx.AsyncClient) -> None:
     course = await create_course(client)
-    assert course["policy"] == "standard-v1"
+    assert course["policy"] == "standard-v2"

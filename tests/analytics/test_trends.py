@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
+import warnings
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
+import pymannkendall
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from app.analytics.trends import (
     Point,
     Thresholds,
+    daily_medians,
     in_window,
     instrument_trend,
     primary_instrument,
@@ -62,10 +68,48 @@ def test_baseline_is_the_mean_before_the_first_session_and_current_the_median_of
     assert result.mann_kendall.tau < 0
 
 
-def test_without_values_before_the_first_session_the_first_value_is_the_baseline() -> None:
+def test_a_value_at_the_first_sessions_moment_is_pre_treatment() -> None:
+    """Its pain_before is recorded then: what was measured before the injection."""
     result = trend("pain-nrs", pts((0, 8), (2, 7), (4, 6)))
     assert result.baseline == 8
     assert result.current == 6.5  # median of the 2 values after the baseline
+
+
+def test_without_a_value_before_the_first_session_there_is_no_baseline() -> None:
+    """v1 took the first value, often a score minutes after an injection (its immediate
+    effect): a later relapse then read as worsening."""
+    result = trend("pain-nrs", pts((1 / 24, 4), (2, 6), (4, 6), (6, 6)))
+    assert (result.status, result.baseline, result.current) == ("insufficient-data", None, None)
+    assert result.reason is not None
+    assert "before the next session" in result.reason
+    assert result.slope_per_week is not None  # the statistics are still there
+
+
+def test_improvement_is_capped_at_full_recovery() -> None:
+    # Flexion 30° → 70° where 60° is normal: 40° of a 30° deficit is 100%, not 133%.
+    result = trend("rom-lumbar-flexion", pts((-1, 30), (2, 70), (4, 70), (6, 70)))
+    assert (result.improvement_abs, result.improvement_pct) == (40, 100)
+    assert result.status == "responder"
+
+
+FLEXION = BY_CODE["rom-lumbar-flexion"]  # normal (best) 60°
+
+
+@pytest.mark.parametrize(
+    ("baseline", "after", "status"),
+    [
+        (60, 80, "normal"),  # at best already: no deficit
+        (80, 65, "normal"),  # past best, still normal: not worsening
+        (60, 60 - FLEXION.mcid_abs, "worsening"),  # an MCID short of normal
+        (60, 61 - FLEXION.mcid_abs, "normal"),  # less: within measurement error
+        (40, 60, "responder"),  # a deficit recovered
+    ],
+)
+def test_normal_mobility_is_normal_unless_it_falls_an_mcid_short_of_normal(
+    baseline: float, after: float, status: str
+) -> None:
+    result = trend("rom-lumbar-flexion", pts((-1, baseline), (2, after), (4, after), (6, after)))
+    assert result.status == status
 
 
 def test_values_outside_the_window_are_ignored() -> None:
@@ -163,10 +207,10 @@ def test_schober_improvement_is_measured_towards_the_normal_excursion() -> None:
     assert result.status == "responder"
 
 
-def test_improvement_pct_is_null_when_baseline_is_already_at_best() -> None:
+def test_a_baseline_already_at_best_is_normal_with_no_improvement_pct() -> None:
     result = trend("pain-nrs", pts((-1, 0), (1, 0), (2, 1), (3, 0)))
     assert result.improvement_pct is None
-    assert result.status == "non-responder"
+    assert result.status == "normal"
 
 
 def test_custom_thresholds() -> None:
@@ -237,8 +281,70 @@ def test_the_window_includes_both_ends() -> None:
 @given(course_points(), st.integers(-3 * 24 * 60, 40 * 24 * 60))
 def test_split_baseline_follows_its_rule(points: list[Point], minutes: int) -> None:
     first_session_at = WINDOW_START + timedelta(minutes=minutes)
-    before = [p for p in points if p.recorded_at < first_session_at]
-    after = [p for p in points if p.recorded_at >= first_session_at]
-    expected = (before, after) if before else (points[:1], points[1:])
-    assert split_baseline(points, first_session_at) == expected
+    # Pre-treatment: up to the first session's moment (its pain_before is recorded then).
+    before = [p for p in points if p.recorded_at <= first_session_at]
+    after = [p for p in points if p.recorded_at > first_session_at]
+    assert split_baseline(points, first_session_at) == (before, after)
     assert split_baseline(points, None) == (points, [])
+
+
+# --- above MAX_VALUES values, one a day ----------------------------------------------------------
+
+
+def _daily_reference(points: list[Point]) -> list[Point]:
+    """One point per UTC date, written out plainly: the day's median value at the median of
+    its times."""
+    days: dict[date, list[Point]] = {}
+    for p in points:
+        days.setdefault(p.recorded_at.date(), []).append(p)
+    reduced = []
+    for day_points in days.values():
+        stamps = sorted(p.recorded_at.timestamp() for p in day_points)
+        middle = statistics.median(stamps)
+        reduced.append(
+            Point(
+                datetime.fromtimestamp(middle, UTC), statistics.median(p.value for p in day_points)
+            )
+        )
+    return reduced
+
+
+@st.composite
+def many_points(draw: st.DrawFn) -> list[Point]:
+    """101–400 values over up to 30 days of the window, several a day."""
+    count = draw(st.integers(101, 400))
+    minutes = sorted(draw(st.lists(st.integers(0, 30 * 24 * 60), min_size=count, max_size=count)))
+    values = draw(st.lists(st.integers(0, 10), min_size=count, max_size=count))
+    return [
+        Point(WINDOW_START + timedelta(minutes=m), float(v))
+        for m, v in zip(minutes, values, strict=True)
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(many_points())
+def test_above_a_hundred_values_the_trend_reads_daily_medians_exactly(points: list[Point]) -> None:
+    in_window_points = [p for p in points if p.recorded_at <= NOW]
+    reduced = _daily_reference(in_window_points)
+    assert daily_medians(in_window_points) == reduced
+    result = trend("pain-nrs", points)
+    assert (result.n, result.n_used) == (len(in_window_points), len(reduced))
+    if len(reduced) < 3:
+        return
+    t0 = reduced[0].recorded_at.timestamp()
+    weeks = np.array([(p.recorded_at.timestamp() - t0) / (7 * 86400) for p in reduced])
+    values = np.array([p.value for p in reduced])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns when all x are equal
+        ref = scipy_stats.theilslopes(values, weeks, alpha=0.95)
+    assert result.slope_per_week == pytest.approx(ref.slope, abs=1e-9)
+    mk = pymannkendall.original_test(values)
+    assert result.mann_kendall is not None
+    assert result.mann_kendall.tau == pytest.approx(mk.Tau, abs=1e-9)
+    assert result.mann_kendall.p == pytest.approx(mk.p, abs=1e-9)
+
+
+def test_a_hundred_values_are_used_as_they_are() -> None:
+    points = [Point(WINDOW_START + timedelta(hours=h), float(h % 7)) for h in range(100)]
+    result = trend("pain-nrs", points)
+    assert (result.n, result.n_used) == (100, 100)

@@ -30,7 +30,9 @@ async def _record(client: httpx.AsyncClient, **patient_fields: Any) -> dict[str,
         await create_observation(
             client, patient["id"], instrument="rom-cervical-rotation", value=60, source="clinician"
         ),
-        await create_observation(client, patient["id"], instrument="pain-vas", value=55),
+        await create_observation(
+            client, patient["id"], instrument="pain-vas", value=55, course_id=lumbar["id"]
+        ),
     ]
     return {
         "Patient": [patient["id"]],
@@ -102,7 +104,8 @@ async def test_everything_since_returns_only_what_changed(
     unchanged = await fhir_get(ehr, f"Patient/{patient_id}/$everything", _since=since)
     assert unchanged["total"] == 0
 
-    new_obs = await create_observation(client, patient_id, value=2)
+    lumbar = mine["CarePlan"][0]
+    new_obs = await create_observation(client, patient_id, value=2, course_id=lumbar)
     response = await client.patch(f"{API}/patients/{patient_id}", json={"name": "Renamed"})
     assert response.status_code == 200
     changed = entries(await fhir_get(ehr, f"Patient/{patient_id}/$everything", _since=since))

@@ -303,14 +303,28 @@ async def test_client_id_with_different_content_is_409_and_keeps_the_stored_row(
     assert await _stored(client, patient["id"]) == [stored]
 
 
-async def test_client_id_replayed_with_a_course_is_409(
+async def test_client_id_replayed_with_another_course_is_409(
     client: httpx.AsyncClient, patient: dict[str, Any]
 ) -> None:
+    lumbar = await create_course(client, patient["id"])
+    cervical = await create_course(client, patient["id"], region="cervical")
+    body = _body(id=str(uuid.uuid4()), course_id=lumbar["id"])
+    assert (await client.post(_url(patient["id"]), json=body)).status_code == 201
+    response = await client.post(_url(patient["id"]), json=body | {"course_id": cervical["id"]})
+    assert_problem(response, 409, loc=["body", "id"])
+
+
+async def test_client_id_replayed_without_its_attributed_course_is_a_replay(
+    client: httpx.AsyncClient, patient: dict[str, Any]
+) -> None:
+    """The client named no course the first time either: the course it was attributed to is
+    what it sent."""
     course = await create_course(client, patient["id"])
     body = _body(id=str(uuid.uuid4()))
-    await client.post(_url(patient["id"]), json=body)
-    response = await client.post(_url(patient["id"]), json=body | {"course_id": course["id"]})
-    assert_problem(response, 409, loc=["body", "id"])
+    first = await client.post(_url(patient["id"]), json=body)
+    assert (first.status_code, first.json()["course_id"]) == (201, course["id"])
+    again = await client.post(_url(patient["id"]), json=body)
+    assert (again.status_code, again.json()) == (200, first.json())
 
 
 async def test_client_id_of_another_patients_observation_is_409(
@@ -430,7 +444,8 @@ async def test_since_in_another_offset_means_the_same_moment(
 
 async def test_list_filters_by_course(client: httpx.AsyncClient, patient: dict[str, Any]) -> None:
     course = await create_course(client, patient["id"])
-    await create_observation(client, patient["id"])
+    # Before the course's window (14 days before its start, 14 days ago): no course.
+    await create_observation(client, patient["id"], recorded_at=ago(days=40))
     in_course = await create_observation(client, patient["id"], course_id=course["id"])
     assert await _stored(client, patient["id"], course_id=course["id"]) == [in_course]
 

@@ -306,13 +306,19 @@ def _full_item(i: int, course_id: str, session_id: str) -> dict[str, Any]:
     }
 
 
-def _assert_stored_as_sent(stored: dict[str, Any], item: dict[str, Any], patient_id: str) -> None:
+def _assert_stored_as_sent(
+    stored: dict[str, Any], item: dict[str, Any], patient_id: str, session_course: str
+) -> None:
+    """Stored exactly as sent; an item naming only a session belongs to the session's course
+    (``session_course``)."""
     assert stored["patient_id"] == patient_id
+    sent_course = item.get("course_id") or (session_course if item.get("session_id") else None)
+    assert stored["course_id"] == sent_course
     assert datetime.fromisoformat(stored["recorded_at"]) == datetime.fromisoformat(
         item["recorded_at"]
     )
     assert stored["value"] == item["value"]  # the same float, bit for bit
-    for name in ("id", "instrument", "course_id", "session_id", "context", "source", "note"):
+    for name in ("id", "instrument", "session_id", "context", "source", "note"):
         assert stored[name] == item.get(name), name
 
 
@@ -332,7 +338,7 @@ async def test_five_hundred_items_round_trip_every_field_exactly(
     stored = {o["id"]: o for o in await _stored(client, patient["id"])}
     assert len(stored) == 500
     for item in items:
-        _assert_stored_as_sent(stored[item["id"]], item, patient["id"])
+        _assert_stored_as_sent(stored[item["id"]], item, patient["id"], course["id"])
     # One receipt time for the whole batch, taken while it was being handled.
     received = {o["received_at"] for o in stored.values()}
     assert len(received) == 1
@@ -348,6 +354,9 @@ async def test_new_repeated_and_clashing_ids_in_one_large_batch(
 ) -> None:
     course = await create_course(client, patient["id"])
     session = await create_session(client, course["id"])
+    # Another course of the patient, starting in half a year: no value here is in its window.
+    later = (datetime.now(UTC) + timedelta(days=180)).date().isoformat()
+    other = await create_course(client, patient["id"], start_date=later)
     earlier = [_full_item(i, course["id"], session["id"]) for i in range(60)]
     await _batch(client, patient["id"], earlier)
 
@@ -358,7 +367,7 @@ async def test_new_repeated_and_clashing_ids_in_one_large_batch(
             {"recorded_at": recorded_at.isoformat()},
             {"note": "changed" if item["note"] is None else None},
             {"context": "night" if item["context"] != "night" else "rest"},
-            {"course_id": None if item["course_id"] else course["id"]},
+            {"course_id": other["id"] if item["course_id"] else course["id"]},
             {"value": 0 if item["value"] != 0 else 1},
         ]
         return item | changes[k % len(changes)]
@@ -395,7 +404,7 @@ async def test_new_repeated_and_clashing_ids_in_one_large_batch(
     stored = {o["id"]: o for o in await _stored(client, patient["id"])}
     assert len(stored) == 60 + 100 + 40
     for item in earlier + new_with_ids:  # the clashing posts changed nothing
-        _assert_stored_as_sent(stored[item["id"]], item, patient["id"])
+        _assert_stored_as_sent(stored[item["id"]], item, patient["id"], course["id"])
     created = {r["id"] for r in results if r["status"] == "created"}
     assert len(created) == 140
     assert created <= stored.keys()
@@ -405,7 +414,9 @@ async def test_nulls_are_stored_as_nulls_and_compared_as_such(
     client: httpx.AsyncClient, patient: dict[str, Any]
 ) -> None:
     nullable = ("course_id", "session_id", "context", "source", "note")
-    course = await create_course(client, patient["id"])
+    # Starting in half a year: no value here is attributed to it unless it names it.
+    later = (datetime.now(UTC) + timedelta(days=180)).date().isoformat()
+    course = await create_course(client, patient["id"], start_date=later)
     all_null = [
         _item(id=str(uuid.uuid4()), value=1) | dict.fromkeys(nullable),  # explicit nulls
         _item(id=str(uuid.uuid4()), value=2),  # left out

@@ -357,13 +357,20 @@ async def test_a_recording_cancelled_by_the_statement_timeout_is_a_503_and_store
     monkeypatch: pytest.MonkeyPatch,
     batch: bool,
 ) -> None:
-    """A single POST's policy read is cancelled, before its write; a batch's INSERT (which
-    returns what the policy reads), in its transaction: nothing is kept."""
+    """A single POST's policy read is cancelled, before its write; a batch's INSERT, after its
+    read in its transaction: nothing is kept."""
     token = await issue_token("clinician")
     async with running(settings, db_statement_timeout_ms=50) as app, client_of(app, token) as c:
         patient = await create_patient(c)
-        statement = pg_store._RECORD_BATCH if batch else pg_store._ACTIVE_INPUTS
-        slow = statement.sql.replace("(SELECT 1 AS one)", "(SELECT pg_sleep(1) AS one)")
+        await create_course(c, patient["id"])  # the read sleeps once per course row
+        statement = pg_store._INSERT_BATCH if batch else pg_store._PATIENT_INPUTS
+        if batch:  # its last column: the statement then sleeps once its INSERT is done
+            slow = statement.sql + ", pg_sleep(1)"
+        else:
+            slow = statement.sql.replace(
+                "ORDER BY courses.start_date",
+                "ORDER BY (SELECT 1 FROM pg_sleep(1)), courses.start_date",
+            )
         assert slow != statement.sql
         monkeypatch.setattr(statement, "sql", slow)
         body = _body()

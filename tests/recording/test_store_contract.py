@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.analytics.repository import PolicyInputs, Value, value_order
+from app.analytics.repository import Value, value_order
 from app.auth.rules import API, RULES, AccessRecord
 from app.core.db import new_id, utcnow
 from app.core.state import app_state
@@ -218,9 +218,11 @@ async def test_a_change_is_applied_only_with_a_stored_observation(
 
 
 async def _seed(client: httpx.AsyncClient) -> tuple[uuid.UUID, list[uuid.UUID], list[Value]]:
-    """A patient with two active courses (sessions, an adverse event) and values around their
-    windows, three of them at one moment (a tie the order must settle by id). The courses ask
-    a clinician to confirm, so the values change nothing."""
+    """A patient with two active lumbar courses (sessions, an adverse event) and values around
+    their windows: two attributed to the older course (only its window holds them), one before
+    both windows, and four naming the newer course, three of them at one moment (a tie the
+    order must settle by id). The courses ask a clinician to confirm, so the values change
+    nothing."""
     patient = await create_patient(client)
     today = datetime.now(UTC).date()
     old = await create_course(
@@ -238,16 +240,27 @@ async def _seed(client: httpx.AsyncClient) -> tuple[uuid.UUID, list[uuid.UUID], 
     await create_session(client, old["id"], performed_at=_iso(days=29))
     await create_session(client, new["id"], performed_at=_iso(days=9), adverse_events=["pain"])
     tie = _iso(days=5)
-    posted = [(_iso(days=60), 9.0), (_iso(days=43), 8.0), (_iso(days=40), 7.0)]
-    posted += [(tie, 6.0), (tie, 5.0), (tie, 4.0), (_iso(days=1), 3.0)]
-    values = []
-    for recorded_at, value in posted:
+    posted: list[tuple[str, float, str | None]] = [
+        (_iso(days=60), 9.0, None),
+        (_iso(days=43), 8.0, None),
+        (_iso(days=40), 7.0, None),
+        (tie, 6.0, new["id"]),
+        (tie, 5.0, new["id"]),
+        (tie, 4.0, new["id"]),
+        (_iso(days=1), 3.0, new["id"]),
+    ]
+    values: list[Value] = []
+    for recorded_at, value, course_id in posted:
         body = {"instrument": "pain-nrs", "value": value, "recorded_at": recorded_at}
+        if course_id is not None:
+            body["course_id"] = course_id
         response = await client.post(f"/api/v1/patients/{patient['id']}/observations", json=body)
         assert response.status_code == 201, response.text
         stored = response.json()
+        owner = uuid.UUID(stored["course_id"]) if stored["course_id"] else None
         recorded = datetime.fromisoformat(stored["recorded_at"])
-        values.append(("pain-nrs", recorded, uuid.UUID(stored["id"]), value))
+        values.append(("pain-nrs", recorded, uuid.UUID(stored["id"]), value, owner))
+    assert [v[4] for v in values[:3]] == [None, uuid.UUID(old["id"]), uuid.UUID(old["id"])]
     # The widest window starts 14 days before the earliest start date (30 days ago).
     since = datetime.combine(today - timedelta(days=44), datetime.min.time(), tzinfo=UTC)
     expected = sorted((v for v in values if v[1] >= since), key=value_order)
@@ -263,9 +276,10 @@ async def test_policy_inputs_are_the_same_on_every_store(
     app: Any, client: httpx.AsyncClient, kind: str
 ) -> None:
     patient_id, course_ids, expected = await _seed(client)
+    new, old = course_ids
     async with unit_of(app, kind) as db:
         inputs = await db.policy_inputs(patient_id)
-        named = await db.policy_inputs(patient_id, course_ids[1])
+        named = await db.policy_inputs(patient_id, old)
         trend = await db.trend_inputs(patient_id, None)
 
     assert [course.id for course, _ in inputs.courses] == course_ids  # newest first
@@ -274,16 +288,17 @@ async def test_policy_inputs_are_the_same_on_every_store(
     assert (newest.sessions_per_week, newest.status, newest.policy) == (
         3.0,
         "active",
-        "standard-v1",
+        "standard-v2",
     )
     assert facts.last_change_source == "initial"
     assert facts.latest_adverse_events == ("pain",)
+    assert facts.unacknowledged_adverse_events == ("pain",)
     assert facts.first_session_at is not None
-    assert [course.id for course, _ in named.courses] == [course_ids[1]]
-    assert named.values == expected
+    assert [course.id for course, _ in named.courses] == [old]
+    assert named.values == [v for v in expected if v[4] in (None, old)]
     assert trend is not None
-    assert trend.course.id == course_ids[0]  # the newest active course
-    assert trend.values == [v for v in expected if v[1] >= _window(10)]
+    assert trend.course.id == new  # the newest active course
+    assert trend.values == [v for v in expected if v[4] in (None, new) and v[1] >= _window(10)]
     assert trend.first_session_at == facts.first_session_at
 
 
@@ -293,13 +308,16 @@ def _window(days_before_today: int) -> datetime:
 
 
 @pytest.mark.parametrize("kind", STORES)
-async def test_a_batch_reads_the_inputs_as_they_were_before_its_write(
-    app: Any, client: httpx.AsyncClient, kind: str
+async def test_a_batch_is_stored_unless_its_ids_are_taken(
+    app: Any, client: httpx.AsyncClient, engine: AsyncEngine, kind: str
 ) -> None:
-    patient_id, _, expected = await _seed(client)
-    items = [{k: v for k, v in _row(patient_id).items() if k not in ("patient_id", "received_at")}]
+    patient_id = uuid.UUID((await create_patient(client))["id"])
+    first, second = (
+        {k: v for k, v in _row(patient_id).items() if k not in ("patient_id", "received_at")}
+        for _ in range(2)
+    )
     async with unit_of(app, kind, transaction=True) as db:
-        written = await db.write_batch(patient_id, utcnow(), items)
-    assert written.stored_ids == {items[0]["id"]}
-    assert isinstance(written.inputs, PolicyInputs)
-    assert written.inputs.values == expected  # not the item just written
+        assert await db.write_batch(patient_id, utcnow(), [first]) == {first["id"]}
+    async with unit_of(app, kind, transaction=True) as db:
+        assert await db.write_batch(patient_id, utcnow(), [first, second]) == {second["id"]}
+    assert await _observations(engine, patient_id) == 2

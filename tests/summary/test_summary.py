@@ -63,7 +63,7 @@ async def test_summary_holds_patient_courses_sessions_trends_and_recommendation(
     assert rec["course_id"] == course["id"]
     assert rec["rule"]
     assert rec["rationale"]
-    assert rec["policy_version"] == "standard-v1"
+    assert rec["policy_version"] == "standard-v2"
 
 
 async def test_summary_of_a_patient_without_courses(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,32 @@
+"""Scratch databases for migration tests: a file on SQLite, a database of its own on
+PostgreSQL (dropped by the caller with the admin engine returned)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.core.config import to_async_url
+
+
+async def scratch_database(database_url: str, tmp_path_str: str) -> tuple[str, AsyncEngine | None]:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite:///{tmp_path_str}/scratch-{uuid.uuid4().hex[:8]}.db", None
+    name = f"outcomes_rt_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(to_async_url(database_url), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return url.set(database=name).render_as_string(hide_password=False), admin
+
+
+async def drop_scratch(scratch: str, admin: AsyncEngine | None) -> None:
+    if admin is None:
+        return
+    async with admin.connect() as conn:
+        name = make_url(scratch).database
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
