@@ -268,18 +268,28 @@ def _window_start_sqlite(element: window_start, compiler: SQLCompiler, **kw: Any
 
 
 def values_of(
-    courses: FromClause, patient: ColumnElement[Any] = bindparam("patient_id")
+    courses: FromClause,
+    patient: ColumnElement[Any] = bindparam("patient_id"),
+    *,
+    of_patients: Select[Any] | None = None,
 ) -> Select[Any]:
     """The values of ``courses`` (their ``id`` and ``start_date``) as ``Value`` rows, from
     the window of the earliest of them on (``window_days`` bound), in (recorded_at, id) order:
     the ``patient``'s observations that belong to one of them or to none, and their sessions'
-    pain_before as pain-nrs values, unless a pain-nrs observation names that session."""
+    pain_before as pain-nrs values, unless a pain-nrs observation names that session.
+    ``of_patients`` (a select of patient ids) reads several patients' at once, each row then
+    ending with its patient_id."""
     earliest = select(func.min(courses.c.start_date)).scalar_subquery()
     since = window_start(earliest, bindparam("window_days"))
     ids = select(courses.c.id)
     o = OBSERVATIONS
-    observed = select(o.c.instrument, o.c.recorded_at, o.c.id, o.c.value, o.c.course_id).where(
-        o.c.patient_id == patient,
+    whose = o.c.patient_id == patient if of_patients is None else o.c.patient_id.in_(of_patients)
+    extra_o = [o.c.patient_id] if of_patients is not None else []
+    extra_s = [SESSIONS.c.patient_id.label("patient_id")] if of_patients is not None else []
+    observed = select(
+        o.c.instrument, o.c.recorded_at, o.c.id, o.c.value, o.c.course_id, *extra_o
+    ).where(
+        whose,
         o.c.recorded_at >= since,
         or_(o.c.course_id.is_(None), o.c.course_id.in_(ids)),
     )
@@ -294,6 +304,7 @@ def values_of(
         SESSIONS.c.id.label("id"),
         cast(SESSIONS.c.pain_before, Float).label("value"),
         SESSIONS.c.course_id.label("course_id"),
+        *extra_s,
     ).where(
         SESSIONS.c.course_id.in_(ids),
         SESSIONS.c.pain_before.is_not(None),
@@ -315,6 +326,11 @@ NAMED_VALUES = values_of(_COURSE_IDS.where(_NAMED).subquery())
 COURSE_VALUES = values_of(
     _COURSE_IDS.where(_BY_ID).subquery(),
     select(COURSES.c.patient_id).where(_BY_ID).scalar_subquery(),
+)
+_COHORT = COURSES.c.id.in_(bindparam("course_ids", expanding=True))
+_COHORT_VALUES = values_of(
+    _COURSE_IDS.where(_COHORT).subquery(),
+    of_patients=select(COURSES.c.patient_id).where(_COHORT),
 )
 TREND_VALUES = values_of(_COURSE_IDS.where(_TREND).order_by(*_TREND_ORDER).limit(1).subquery())
 
@@ -388,20 +404,9 @@ class AnalyticsRepository:
         )
         return {course_id: first for course_id, first in (await self.session.execute(stmt)).all()}
 
-    async def values_of_patients(
-        self, patient_ids: set[uuid.UUID], since: datetime
-    ) -> Sequence[Any]:
-        """(patient_id, instrument, recorded_at, value, course_id) from ``since``, in value
-        order."""
-        stmt = (
-            select(
-                Observation.patient_id,
-                Observation.instrument,
-                Observation.recorded_at,
-                Observation.value,
-                Observation.course_id,
-            )
-            .where(Observation.patient_id.in_(patient_ids), Observation.recorded_at >= since)
-            .order_by(Observation.recorded_at, Observation.id)
-        )
-        return (await self.session.execute(stmt)).all()
+    async def cohort_values(self, course_ids: Sequence[uuid.UUID]) -> Sequence[Any]:
+        """The values of ``course_ids`` as ``Value`` rows each ending with its patient_id
+        (the courses' read, for many patients at once)."""
+        params = {"course_ids": list(course_ids), "window_days": window_days()}
+        rows: Sequence[Any] = (await self.session.execute(_COHORT_VALUES, params)).all()
+        return rows

@@ -142,17 +142,16 @@ class AnalyticsService:
         since: date | None,
         until: date | None,
     ) -> CohortSummary:
-        """All matching courses in one pass: three queries whatever the cohort's size."""
+        """All matching courses in one pass: three queries whatever the cohort's size, each
+        course's values read by the same rule as its trends."""
         now = utcnow()
         courses = await self.repo.cohort_courses(indication, technique, since, until)
         if not courses:
             return summarise([])
         first_sessions = await self.repo.first_sessions([c.id for c in courses])
-        earliest = min(window_start(c.start_date, policy_of(c).thresholds) for c in courses)
-        values = await self.repo.values_of_patients({c.patient_id for c in courses}, earliest)
         by_patient: dict[uuid.UUID, list[Value]] = defaultdict(list)
-        for patient_id, code, recorded_at, value, course_id in values:
-            by_patient[patient_id].append((code, recorded_at, patient_id, value, course_id))
+        for *value, patient_id in await self.repo.cohort_values([c.id for c in courses]):
+            by_patient[patient_id].append(tuple(value))
         outcomes = []
         for course in courses:
             params = policy_of(course)
