@@ -51,7 +51,7 @@ def values(n: int, rng: random.Random) -> list[Value]:
     order; a few before the first session."""
     t0 = datetime(2026, 3, 24, 9, tzinfo=UTC)
     step = timedelta(days=100) / n
-    out = [
+    out: list[Value] = [
         (
             "pain-nrs",
             t0 + step * i,
