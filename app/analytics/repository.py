@@ -175,6 +175,7 @@ def _facts(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
             CHANGES.c.source == "clinician",
             CHANGES.c.rule.is_(None),
         )
+        .correlate(COURSES)  # two levels down: auto-correlation would not reach the course
         .scalar_subquery()
     )
     unacknowledged = latest_session.where(

@@ -235,6 +235,13 @@ async def test_an_adverse_event_holds_the_course_until_a_clinician_acknowledges_
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     case = await v2(client, engine, sessions=(18, 16))
+    # Another patient's clinician decision acknowledges nothing here.
+    other = await v2(client, engine)
+    response = await client.post(
+        f"{API}/courses/{other.course_id}/frequency",
+        json={"sessions_per_week": 2, "reason": "another patient"},
+    )
+    assert response.status_code == 200, response.text
     await log_session(client, case, days_ago=14, adverse_events=["vasovagal syncope"])
     await log_session(client, case, days_ago=12)  # a clean session does not clear it
     await record(client, case, [(19, 8), (10, 5), (8, 4), (6, 4), (5, 4)])  # a responder
