@@ -1,14 +1,21 @@
 """The instrument catalogue: every measure the service accepts, as reviewable data.
 
-Each threshold carries its source (full references at the end of docs/analytics.md):
+Each threshold carries its source next to it, and ``mcid_source`` serves the MCID's source with
+the catalogue (full references at the end of docs/analytics.md):
 - Farrar 2001 (Pain 94:149): NRS 2 points / 30% ≈ "much improved".
 - Dworkin 2008 (IMMPACT, J Pain 9:105): ≥30% moderately, ≥50% substantially important.
 - Ostelo 2008 (Spine 33:90): LBP consensus MCIDs: NRS 2, VAS 15 mm, ODI 10 points, or 30%.
-- Young 2009 (Spine J 9:802): NDI MCID 7.5 of 50 points = 15%.
+- Young 2009 (Spine J 9:802): NDI MCID 7.5 of 50 points, MDC 10.2; the authors recommend
+  10 points (20%) as the MCID.
 - Robinson & Mengshoel 2014 (Spine 39:E270): Schober SDC 1.8 cm, fingertip-to-floor SDC 9.8 cm.
 - Saur 1996 (Spine 21:1332): inclinometer lumbar flexion SEM ≈ 4.6°.
-ROM, Schober and finger-floor MCIDs are product defaults derived from those measurement
-errors (MDC/SDC); clinics may change them. Remission values are product defaults.
+- J Orthop Sports Phys Ther 2008;38(10):640 (CROM intrarater reliability, with and without neck
+  pain): MDC from 5.4° (left rotation, no neck pain) to 9.6° (flexion, neck pain); SEM 2.3–4.0°
+  without and 2.5–4.1° with neck pain.
+ROM, Schober and finger-floor MCIDs are product defaults derived from those measurement errors
+(MDC95 = 1.96 · √2 · SEM, rounded up: a smaller change cannot be told from measurement error);
+where no published value was found the default stays and ``mcid_source`` says so. Clinics may
+change any of them. Remission values are product defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from typing import Literal
 
 Kind = Literal["pain", "mobility", "function"]
 Better = Literal["lower", "higher"]
+
+NO_PUBLISHED_VALUE = "product default: no published value found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +44,7 @@ class Instrument:
     mcid_pct: float
     remission: float  # "≤" where lower is better, "≥" where higher is better
     loinc: str | None
+    mcid_source: str  # a short citation for mcid_abs, or NO_PUBLISHED_VALUE
 
     def accepts(self, value: float) -> str | None:
         """Why ``value`` is not a valid reading of this instrument, or None if it is."""
@@ -50,169 +60,184 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+# Catalogue v2 (docs/analytics.md, "Instruments"). mcid_pct is 30% for every instrument
+# (Farrar 2001; Dworkin 2008; Ostelo 2008). Remission values are product defaults.
 CATALOGUE: tuple[Instrument, ...] = (
-    # NRS: MCID 2 points / 30% (Farrar 2001; Ostelo 2008). LOINC 72514-3
-    # "Pain severity - 0-10 verbal numeric rating [Score] - Reported".
     Instrument(
-        "pain-nrs",
-        "Pain intensity, 0–10 numeric rating scale",
-        "pain",
-        "{score}",
-        0,
-        10,
-        True,
-        "lower",
-        0,
-        2,
-        30,
-        2,
-        "72514-3",
+        code="pain-nrs",
+        name="Pain intensity, 0–10 numeric rating scale",
+        kind="pain",
+        unit="{score}",
+        min=0,
+        max=10,
+        integer=True,
+        better="lower",
+        best=0,
+        mcid_abs=2,  # 2 points (Farrar 2001; Ostelo 2008)
+        mcid_pct=30,
+        remission=2,
+        # "Pain severity - 0-10 verbal numeric rating [Score] - Reported"
+        loinc="72514-3",
+        mcid_source="Farrar 2001; Ostelo 2008",
     ),
-    # VAS 0–100 mm: MCID 15 mm / 30% (Ostelo 2008). No LOINC code for the 100 mm VAS.
     Instrument(
-        "pain-vas",
-        "Pain intensity, visual analogue scale",
-        "pain",
-        "mm",
-        0,
-        100,
-        False,
-        "lower",
-        0,
-        15,
-        30,
-        20,
-        None,
+        code="pain-vas",
+        name="Pain intensity, visual analogue scale",
+        kind="pain",
+        unit="mm",
+        min=0,
+        max=100,
+        integer=False,
+        better="lower",
+        best=0,
+        mcid_abs=15,  # 15 mm (Ostelo 2008)
+        mcid_pct=30,
+        remission=20,
+        loinc=None,  # no LOINC code for the 100 mm VAS
+        mcid_source="Ostelo 2008",
     ),
-    # ODI: MCID 10 points / 30% (Ostelo 2008). LOINC 97909-6 is to be verified before
-    # FHIR export relies on it (docs/analytics.md, "Instruments").
     Instrument(
-        "odi",
-        "Oswestry Disability Index",
-        "function",
-        "%",
-        0,
-        100,
-        False,
-        "lower",
-        0,
-        10,
-        30,
-        20,
-        "97909-6",
+        code="odi",
+        name="Oswestry Disability Index",
+        kind="function",
+        unit="%",
+        min=0,
+        max=100,
+        integer=False,
+        better="lower",
+        best=0,
+        mcid_abs=10,  # 10 points (Ostelo 2008)
+        mcid_pct=30,
+        remission=20,
+        # To be verified before FHIR export relies on it (docs/analytics.md, "Instruments").
+        loinc="97909-6",
+        mcid_source="Ostelo 2008",
     ),
-    # NDI as % of 50: MCID 7.5/50 points = 15% (Young 2009).
     Instrument(
-        "ndi",
-        "Neck Disability Index (% of 50)",
-        "function",
-        "%",
-        0,
-        100,
-        False,
-        "lower",
-        0,
-        15,
-        30,
-        8,
-        None,
+        code="ndi",
+        name="Neck Disability Index (% of 50)",
+        kind="function",
+        unit="%",
+        min=0,
+        max=100,
+        integer=False,
+        better="lower",
+        best=0,
+        # v2: 10 of 50 points = 20%. Young 2009 report an MCID of 7.5 points (15%, v1's value)
+        # below their MDC of 10.2, and recommend 10 points as the MCID.
+        mcid_abs=20,
+        mcid_pct=30,
+        remission=8,
+        loinc=None,
+        mcid_source="Young 2009 (10 of 50 points)",
     ),
-    # Modified Schober excursion of the 15 cm mark: SDC 1.8 cm (Robinson & Mengshoel 2014),
-    # rounded to a 2 cm MCID; 5 cm is the normal excursion.
     Instrument(
-        "schober",
-        "Modified Schober test, excursion of the 15 cm mark",
-        "mobility",
-        "cm",
-        0,
-        15,
-        False,
-        "higher",
-        5,
-        2,
-        30,
-        5,
-        None,
+        code="schober",
+        name="Modified Schober test, excursion of the 15 cm mark",
+        kind="mobility",
+        unit="cm",
+        min=0,
+        max=15,
+        integer=False,
+        better="higher",
+        best=5,  # the normal excursion
+        mcid_abs=2,  # SDC 1.8 cm (Robinson & Mengshoel 2014), rounded up
+        mcid_pct=30,
+        remission=5,
+        loinc=None,
+        mcid_source="product default from SDC 1.8 cm (Robinson & Mengshoel 2014)",
     ),
-    # Fingertip-to-floor: SDC 9.8 cm (Robinson & Mengshoel 2014), rounded to 10 cm.
     Instrument(
-        "finger-floor",
-        "Fingertip-to-floor distance",
-        "mobility",
-        "cm",
-        0,
-        80,
-        False,
-        "lower",
-        0,
-        10,
-        30,
-        5,
-        None,
+        code="finger-floor",
+        name="Fingertip-to-floor distance",
+        kind="mobility",
+        unit="cm",
+        min=0,
+        max=80,
+        integer=False,
+        better="lower",
+        best=0,
+        mcid_abs=10,  # SDC 9.8 cm (Robinson & Mengshoel 2014), rounded up
+        mcid_pct=30,
+        remission=5,
+        loinc=None,
+        mcid_source="product default from SDC 9.8 cm (Robinson & Mengshoel 2014)",
     ),
-    # Inclinometer lumbar flexion: SEM ≈ 4.6° (Saur 1996) → MDC95 ≈ 12.8°, product MCID 10°.
     Instrument(
-        "rom-lumbar-flexion",
-        "Lumbar flexion range of motion (inclinometer)",
-        "mobility",
-        "deg",
-        0,
-        120,
-        False,
-        "higher",
-        60,
-        10,
-        30,
-        55,
-        None,
+        code="rom-lumbar-flexion",
+        name="Lumbar flexion range of motion (inclinometer)",
+        kind="mobility",
+        unit="deg",
+        min=0,
+        max=120,
+        integer=False,
+        better="higher",
+        best=60,  # normal lumbar flexion
+        # v2: MDC95 of Saur 1996's inclinometer SEM 4.6° = 1.96 · √2 · 4.6 = 12.8°, rounded up
+        # (v1's 10° was below the measure's own MDC95).
+        mcid_abs=13,
+        mcid_pct=30,
+        remission=55,
+        loinc=None,
+        mcid_source="product default from MDC95 (Saur 1996 SEM 4.6°)",
     ),
-    # Lumbar extension: product default 5° from the inclinometer's measurement error.
     Instrument(
-        "rom-lumbar-extension",
-        "Lumbar extension range of motion",
-        "mobility",
-        "deg",
-        0,
-        60,
-        False,
-        "higher",
-        25,
-        5,
-        30,
-        22,
-        None,
+        code="rom-lumbar-extension",
+        name="Lumbar extension range of motion",
+        kind="mobility",
+        unit="deg",
+        min=0,
+        max=60,
+        integer=False,
+        better="higher",
+        best=25,  # normal lumbar extension
+        # Product default. No published SEM/MDC in degrees for inclinometer lumbar extension was
+        # found (the sources found report ICCs or correlations only, e.g. Saur 1996).
+        mcid_abs=5,
+        mcid_pct=30,
+        remission=22,
+        loinc=None,
+        mcid_source=NO_PUBLISHED_VALUE,
     ),
-    # Cervical flexion: product default 8° from goniometric measurement error.
     Instrument(
-        "rom-cervical-flexion",
-        "Cervical flexion range of motion",
-        "mobility",
-        "deg",
-        0,
-        90,
-        False,
-        "higher",
-        50,
-        8,
-        30,
-        45,
-        None,
+        code="rom-cervical-flexion",
+        name="Cervical flexion range of motion",
+        kind="mobility",
+        unit="deg",
+        min=0,
+        max=90,
+        integer=False,
+        better="higher",
+        best=50,  # normal cervical flexion
+        # v2: J Orthop Sports Phys Ther 2008;38(10):640 (CROM device, subjects with neck pain)
+        # report an MDC of 9.6° for flexion. That MDC is at 90% confidence: the paper's MDCs
+        # are 1.645 · √2 times its SEMs at both ends of their ranges (9.6 / 4.1 and 5.4 / 2.3
+        # ≈ 2.34), so flexion's SEM is ≈ 4.1°, and MDC95 = 1.96 · √2 · 4.1 = 11.4°, rounded up.
+        mcid_abs=12,
+        mcid_pct=30,
+        remission=45,
+        loinc=None,
+        mcid_source="product default from MDC95 "
+        "(J Orthop Sports Phys Ther 2008;38:640: flexion MDC90 9.6°, SEM 4.1°, neck pain)",
     ),
-    # Cervical rotation (one side): product default 10° from goniometric measurement error.
     Instrument(
-        "rom-cervical-rotation",
-        "Cervical rotation range of motion (one side)",
-        "mobility",
-        "deg",
-        0,
-        110,
-        False,
-        "higher",
-        80,
-        10,
-        30,
-        70,
-        None,
+        code="rom-cervical-rotation",
+        name="Cervical rotation range of motion (one side)",
+        kind="mobility",
+        unit="deg",
+        min=0,
+        max=110,
+        integer=False,
+        better="higher",
+        best=80,  # normal rotation to one side
+        # Product default. No published rotation SEM/MDC for patients with neck pain was found:
+        # the text found gives only ranges over all movements, and 5.4° (MDC90) for left
+        # rotation in subjects without neck pain (J Orthop Sports Phys Ther 2008;38:640).
+        mcid_abs=10,
+        mcid_pct=30,
+        remission=70,
+        loinc=None,
+        mcid_source=NO_PUBLISHED_VALUE,
     ),
 )
 

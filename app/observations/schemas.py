@@ -53,6 +53,10 @@ class InstrumentRead(ResponseModel):
         description="Remission threshold (≤ where lower is better, ≥ where higher is better)."
     )
     loinc: str | None
+    mcid_source: str = Field(
+        description="Where `mcid_abs` comes from: a short citation, or "
+        '"product default: no published value found".'
+    )
 
 
 class ObservationCreate(RequestModel):

@@ -203,7 +203,7 @@ def test_remission_recommends_completion() -> None:
 
 
 def test_remission_where_higher_is_better() -> None:
-    # lumbar flexion: best 60°, remission ≥ 55°, MCID 10°
+    # lumbar flexion: best 60°, remission ≥ 55°, MCID 13°
     rec = decide(course(), trend(30, 50, 56, 57, 55, code="rom-lumbar-flexion"))
     assert (rec.rule, rec.action) == ("remission", "complete")
     assert "≥ 55" in rec.rationale

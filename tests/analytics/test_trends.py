@@ -186,8 +186,8 @@ def test_just_under_mcid_is_not_a_response_even_above_thirty_percent() -> None:
     [
         ((20, 40, 42, 45), "responder"),  # lumbar flexion 20° → 42°: 22 of 40 to normal (55%)
         ((20, 34, 33, 33), "partial-responder"),  # +13°, 32.5%
-        ((20, 24, 25, 25), "non-responder"),  # +5° < MCID 10
-        ((40, 30, 28, 29), "worsening"),  # -11°
+        ((20, 24, 25, 25), "non-responder"),  # +5° < MCID 13
+        ((40, 27, 26, 27), "worsening"),  # -13°: the MCID
     ],
 )
 def test_status_where_higher_is_better_lumbar_flexion(

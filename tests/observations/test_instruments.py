@@ -45,6 +45,7 @@ FIELDS = {
     "mcid_pct",
     "remission",
     "loinc",
+    "mcid_source",
 }
 INTEGER_INSTRUMENTS = [i for i in CATALOGUE if i.integer]
 
@@ -79,6 +80,7 @@ async def test_catalogue_serves_every_required_instrument_with_every_field(
         assert item["kind"] in {"pain", "mobility", "function"}
         assert item["better"] in {"lower", "higher"}
         assert item["min"] < item["max"]
+        assert item["mcid_source"].strip()
 
 
 async def test_catalogue_matches_the_source_of_truth(client: httpx.AsyncClient) -> None:
@@ -98,6 +100,7 @@ async def test_catalogue_matches_the_source_of_truth(client: httpx.AsyncClient) 
         "mcid_pct": 30,
         "remission": 2,
         "loinc": "72514-3",
+        "mcid_source": "Farrar 2001; Ostelo 2008",
     }
     assert len(items) == len(CATALOGUE)
 
