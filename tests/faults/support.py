@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Executable, select
+from sqlalchemy import Executable, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -283,3 +283,14 @@ def report(name: str, figures: dict[str, Any], folder: Path) -> Path:
     path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     print(f"\n[faults] {name}: {json.dumps(figures, sort_keys=True)}\n[faults] figures: {path}")
     return path
+
+
+async def execute(database_url: str, *statements: str) -> None:
+    """Run statements (DDL, grants) in one transaction of their own."""
+    engine = create_async_engine(to_async_url(database_url), poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
