@@ -33,8 +33,17 @@ from app.observations.models import Observation
 from bench.server import free_port
 from tests.factories import API
 
-# The PostgreSQL programs the private cluster runs (the machine's PostgreSQL 15).
-PG_BIN = Path(os.environ.get("OUTCOMES_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """The PostgreSQL programs the private cluster runs: OUTCOMES_TEST_PG_BIN, else the
+    machine's newest Debian PostgreSQL (15 today)."""
+    if chosen := os.environ.get("OUTCOMES_TEST_PG_BIN"):
+        return Path(chosen)
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def as_postgres(argv: Sequence[str]) -> list[str]:
