@@ -105,7 +105,10 @@ async def restart_under_load(
                 if not attempt.succeeded:
                     await asyncio.sleep(PAUSE_AFTER_FAILURE)
 
-    await asyncio.gather(restart(), *(app(n) for n in range(CLIENTS)))
+    async with asyncio.TaskGroup() as group:  # one failing cancels the others
+        group.create_task(restart())
+        for number in range(CLIENTS):
+            group.create_task(app(number))
     return run
 
 

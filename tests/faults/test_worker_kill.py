@@ -97,7 +97,10 @@ async def writes_through_kills(server: Server, token: str, patients: list[Patien
         finally:
             run.writers_done += 1
 
-    await asyncio.gather(killer(), *(writer(n) for n in range(WRITERS)))
+    async with asyncio.TaskGroup() as group:  # one failing cancels the others
+        group.create_task(killer())
+        for number in range(WRITERS):
+            group.create_task(writer(number))
     return run
 
 
