@@ -12,6 +12,8 @@ the catalogue (full references at the end of docs/analytics.md):
 - J Orthop Sports Phys Ther 2008;38(10):640 (CROM intrarater reliability, with and without neck
   pain): MDC from 5.4° (left rotation, no neck pain) to 9.6° (flexion, neck pain); SEM 2.3–4.0°
   without and 2.5–4.1° with neck pain.
+- Lindell 2007 (BMC Musculoskelet Disord 8:31): inter-rater SEM in 30 patients with prolonged
+  back and neck pain, cervical rotation 6° (right) and 7° (left).
 ROM, Schober and finger-floor MCIDs are product defaults derived from those measurement errors
 (MDC95 = 1.96 · √2 · SEM, rounded up: a smaller change cannot be told from measurement error);
 where no published value was found the default stays and ``mcid_source`` says so. Clinics may
@@ -230,14 +232,18 @@ CATALOGUE: tuple[Instrument, ...] = (
         integer=False,
         better="higher",
         best=80,  # normal rotation to one side
-        # Product default. No published rotation SEM/MDC for patients with neck pain was found:
-        # the text found gives only ranges over all movements, and 5.4° (MDC90) for left
-        # rotation in subjects without neck pain (J Orthop Sports Phys Ther 2008;38:640).
-        mcid_abs=10,
+        # v2: Lindell 2007 (BMC Musculoskelet Disord 8:31, Table 1), 30 patients with prolonged
+        # back and neck pain: cervical rotation SEM 6° right, 7° left (inter-rater: a
+        # physiotherapist and a research assistant). One side, either side: the larger,
+        # MDC95 = 1.96 · √2 · 7 = 19.4°, rounded up (v1's 10° was within that error). Inter-rater,
+        # like the Schober and fingertip-to-floor SDCs above. JOSPT 2008;38:640 gives no rotation
+        # value for neck pain (its neck-pain SEMs, 2.5°–4.1° over all movements, would bound an
+        # intra-rater MDC95 by 11.4°): for clinical review.
+        mcid_abs=20,
         mcid_pct=30,
         remission=70,
         loinc=None,
-        mcid_source=NO_PUBLISHED_VALUE,
+        mcid_source="product default from MDC95 (Lindell 2007 SEM 7°, inter-rater)",
     ),
 )
 

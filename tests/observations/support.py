@@ -7,9 +7,9 @@ test_catalogue_boundaries.py takes its boundaries from. A deliberate catalogue c
 this table in the same commit, with its source.
 
 Where this table departs from the design table's numbers, the design's "v2 thresholds" paragraph
-asked for it: ``rom-cervical-flexion`` is 12° (the design table still shows the v1 default 8°)
-because a published MDC was found for it; ``rom-lumbar-extension`` (5°) and
-``rom-cervical-rotation`` (10°) keep their defaults because none was found.
+asked for it: ``rom-cervical-flexion`` is 12° and ``rom-cervical-rotation`` 20° (the design
+table still shows the v1 defaults 8° and 10°) because a published MDC or SEM was found for them;
+``rom-lumbar-extension`` (5°) keeps its default because none was found.
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ CONTRACT: tuple[dict[str, Any], ...] = (
     {
         "code": "rom-cervical-rotation", "name": "Cervical rotation range of motion (one side)",
         "kind": "mobility", "unit": "deg", "min": 0, "max": 110, "integer": False,
-        "better": "higher", "best": 80, "mcid_abs": 10, "mcid_pct": 30, "remission": 70,
-        "loinc": None, "mcid_source": NO_SOURCE,
+        "better": "higher", "best": 80, "mcid_abs": 20, "mcid_pct": 30, "remission": 70,
+        "loinc": None,
+        "mcid_source": "product default from MDC95 (Lindell 2007 SEM 7°, inter-rater)",
     },
 )
 # fmt: on
