@@ -162,7 +162,9 @@ async def test_a_raw_pool_connection_the_database_dropped_is_never_a_500(
     token = await issue_token("clinician")
     async with running(settings, token_cache_seconds=0) as app, client_of(app, token) as c:
         patient = await create_patient(c)
-        async with app_state(app).raw_pool.acquire() as conn:
+        pool = app_state(app).raw_pool
+        assert pool is not None
+        async with pool.acquire() as conn:
             pid = await conn.fetchval("SELECT pg_backend_pid()")
         async with engine.connect() as admin:
             await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
