@@ -93,8 +93,9 @@ class AuditUnavailable(ServiceUnavailable):
 
 
 def unavailable(exc: BaseException) -> ServiceUnavailable | None:
-    """The 503 for an exception that is a database outage (app/core/outages.py), else None."""
-    kind = outage(exc)
+    """The 503 for an exception that is a database outage (app/core/outages.py), else None
+    (also for an AppError: it is an answer already, whatever caused it)."""
+    kind = None if isinstance(exc, AppError) else outage(exc)
     if kind == "query-timeout":
         return QueryTimeout("The database took too long to answer; retry later.")
     if kind == "database-unavailable":
