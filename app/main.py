@@ -25,7 +25,7 @@ from app.auth.state import AuthState, set_auth_state
 from app.core import pg
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
-from app.core.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.core.errors import PROBLEM_MEDIA_TYPE, OutageMiddleware, install_error_handlers
 from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.state import AppState, set_app_state
 from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
@@ -215,6 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Idempotency-Key replays sit inside the limits: an oversized body is refused before it
     # is buffered, and a replay is rate limited like any request.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(OutageMiddleware)  # a 503 for the database work of those inside it
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit_per_minute > 0:
         app.add_middleware(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.analytics.trends import InstrumentTrend, Thresholds
+from app.courses.frequency import SessionsPerWeek
 from app.courses.schedule import phase_for
 from app.observations.catalogue import Instrument
 
@@ -30,7 +31,7 @@ class PolicyParams(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,48}$", description="e.g. `standard-v1`")
     description: str = Field(min_length=1, max_length=2000)
-    frequencies: tuple[float, ...] = Field(
+    frequencies: tuple[SessionsPerWeek, ...] = Field(
         min_length=1, description="Allowed sessions a week; steps go from one to the next."
     )
     responder_pct: float = Field(gt=0, le=100)
@@ -39,10 +40,11 @@ class PolicyParams(BaseModel):
     current_of_last: int = Field(ge=1, le=10)
     min_days_between_changes: int = Field(ge=0, le=90)
     clinician_hold_days: int = Field(ge=0, le=90)
-    worsening_frequency: float
-    induction_frequency: float
+    # Steps the policy takes: each one of the frequencies (checked below).
+    worsening_frequency: SessionsPerWeek
+    induction_frequency: SessionsPerWeek
     induction_min_sessions: int = Field(ge=1, le=100)
-    induction_step_to: float
+    induction_step_to: SessionsPerWeek
     non_response_min_sessions: int = Field(ge=1, le=200)
     # v2 (docs/analytics.md, "Policy standard-v2"); the defaults are v1's behaviour.
     adverse_events_until_acknowledged: bool = Field(
@@ -64,10 +66,8 @@ class PolicyParams(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyParams:
-        if any(not 0 < f <= 7 for f in self.frequencies) or len(set(self.frequencies)) != len(
-            self.frequencies
-        ):
-            raise ValueError("frequencies must be distinct numbers of sessions a week in (0, 7]")
+        if len(set(self.frequencies)) != len(self.frequencies):
+            raise ValueError("frequencies must be distinct")
         object.__setattr__(self, "frequencies", tuple(sorted(self.frequencies, reverse=True)))
         for name in ("worsening_frequency", "induction_frequency", "induction_step_to"):
             if getattr(self, name) not in self.frequencies:
@@ -87,7 +87,7 @@ class PolicyParams(BaseModel):
             self.current_of_last,
         )
 
-    def step_down(self, current: float) -> float | None:
+    def step_down(self, current: float) -> int | None:
         """The next allowed frequency below ``current`` (3 → 2 → 1), if any."""
         lower = [f for f in self.frequencies if f < current]
         return max(lower) if lower else None

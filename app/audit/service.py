@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
@@ -13,9 +14,11 @@ from app.audit.models import AuditEvent
 from app.auth.rules import AccessRecord
 from app.core import pg
 from app.core.db import before_commit, new_id, table_of, utcnow
-from app.core.errors import on_error
+from app.core.errors import AuditUnavailable, on_error, unavailable
 from app.core.pagination import paginate
 from app.core.state import app_state
+
+log = logging.getLogger("app.audit")
 
 _INSERT_EVENT = insert(table_of(AuditEvent))  # built once: it runs on every request
 # A row's columns, in the order of INSERT_EVENT_SQL's parameters.
@@ -68,7 +71,8 @@ def audit_request(request: Request, record: AccessRecord) -> None:
     Success: in the request's own transaction (the write and its row commit together); a
     read's, which has no transaction of its own, on the plain pool when there is one.
     Error, or an answer prepared before the handler (an idempotent replay): in a transaction
-    of its own, after the request's was rolled back.
+    of its own, after the request's was rolled back. When that row cannot be written either,
+    the answer becomes a 503: nothing is served unaudited (app/core/errors.py, ``on_error``).
     """
     if not record.rule.audit:
         return
@@ -88,8 +92,23 @@ def audit_request(request: Request, record: AccessRecord) -> None:
     async def on_failure(status: int) -> None:
         if record.written:  # the write and its row committed before the request failed
             return
-        async with state.sessionmaker() as session, session.begin():
-            await session.execute(_INSERT_EVENT, audit_event(record, status))
+        try:
+            async with state.sessionmaker() as session, session.begin():
+                await session.execute(_INSERT_EVENT, audit_event(record, status))
+        except Exception as exc:
+            # Ids and types only: the driver's message may quote the row's values.
+            log.error(
+                "audit row not written: %s %s answered %d (request %s): %s",
+                request.method,
+                record.rule.resource,
+                status,
+                record.request_id,
+                type(exc).__name__,
+            )
+            # The request fails closed: a 503, the database's own when it is down.
+            raise unavailable(exc) or AuditUnavailable(
+                "The request could not be recorded in the audit trail; retry later."
+            ) from exc
 
     before_commit(request, on_success)
     on_error(request, on_failure)

@@ -16,6 +16,7 @@ from app.auth.service import TokenService
 from app.auth.state import auth_state
 from app.core.db import SessionDep
 from app.core.errors import NotFound
+from app.core.params import check_parameters
 from app.core.state import app_state
 from app.core.telemetry import route_template
 from app.courses.models import Course
@@ -33,7 +34,10 @@ def bearer_token(request: Request) -> str:
 
 async def authorize(request: Request, session: SessionDep) -> Principal:
     """The one access decision: 401 without a valid token, 403 for a role that may not do this,
-    404 for a patient token naming another patient (existence is not revealed)."""
+    404 for a patient token naming another patient (existence is not revealed).
+
+    First of all, before any database work: a 422 for a malformed path or query parameter
+    (app/core/params.py). Every answer, that one included, leaves an audit row."""
     method, template = request.method, route_template(request.scope)
     rule = RULES.get(("GET" if method == "HEAD" else method, template))
     record = AccessRecord(
@@ -41,6 +45,7 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
     )
     request.state.access = record
     audit_request(request, record)
+    check_parameters(request)  # so only well-formed ids are recorded or looked up below
     params = request.path_params
     record.resource_id = next(
         (str(params[k]) for k in ("token_id", "course_id", "patient_id") if k in params), None

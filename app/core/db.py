@@ -10,7 +10,6 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
 from sqlalchemy import DateTime, Dialect, MetaData, Table, event
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
-from app.core.limits import DatabaseUnavailable, QueryTimeout, is_query_timeout
+from app.core.errors import unavailable
 from app.core.state import app_state
 
 # Named constraints let migrations create, alter and drop them on every database.
@@ -106,7 +105,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         # No pre-ping: it is a round trip on every checkout. A connection found dead is
         # invalidated (the whole pool with it, SQLAlchemy's default) and the request that met
-        # it answers 503 with Retry-After, so clients retry on fresh connections.
+        # it answers 503 with Retry-After (get_session), so clients retry on fresh connections.
         connect_args=connect_args,
     )
 
@@ -192,11 +191,11 @@ async def get_session(request: Request, response: Response) -> AsyncIterator[Asy
         used = _used(session)
         if used:
             await session.commit()
-    except DBAPIError as exc:
-        if is_query_timeout(exc):  # statement_timeout: an overloaded database, not a bug
-            raise QueryTimeout("The database took too long to answer; retry later.") from exc
-        if exc.connection_invalidated:  # the database restarted or dropped the connection
-            raise DatabaseUnavailable("The database connection was lost; retry.") from exc
+    except Exception as exc:
+        # The database restarted, dropped the connection, refused a new one, or cancelled a
+        # statement (statement_timeout): a 503 with Retry-After, not a bug.
+        if (down := unavailable(exc)) is not None:
+            raise down from exc
         raise
     finally:
         if used:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -13,7 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.outages import DRIVER_ERRORS, outage
 from app.core.telemetry import route_template
 
 logger = logging.getLogger("app.errors")
@@ -66,6 +68,39 @@ class Unprocessable(AppError):
     @classmethod
     def at(cls, loc: Loc, msg: str) -> Unprocessable:
         return cls(msg, [field_error(loc, msg)])
+
+
+class ServiceUnavailable(AppError):
+    """The database cannot answer now; the same request may succeed a second later."""
+
+    status = 503
+    title = "Service unavailable"
+    headers = {"Retry-After": "1"}
+
+
+class QueryTimeout(ServiceUnavailable):
+    slug = "query-timeout"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    slug = "database-unavailable"
+
+
+class AuditUnavailable(ServiceUnavailable):
+    """The request's audit row could not be written: it is refused, never served unaudited."""
+
+    slug = "audit-unavailable"
+
+
+def unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 for an exception that is a database outage (app/core/outages.py), else None
+    (also for an AppError: it is an answer already, whatever caused it)."""
+    kind = None if isinstance(exc, AppError) else outage(exc)
+    if kind == "query-timeout":
+        return QueryTimeout("The database took too long to answer; retry later.")
+    if kind == "database-unavailable":
+        return DatabaseUnavailable("The database cannot be reached; retry later.")
+    return None
 
 
 def problem(
@@ -144,10 +179,7 @@ def error_response(request: Request, report: ErrorReport) -> Response:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    report = ErrorReport(
-        exc.status, exc.title, exc.detail, PROBLEM_BASE + exc.slug, exc.errors, exc.headers
-    )
-    return error_response(request, report)
+    return error_response(request, _report(exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -181,27 +213,43 @@ async def _prepared(request: Request, exc: Exception) -> Response:
     return exc.response
 
 
+def _report(exc: AppError) -> ErrorReport:
+    return ErrorReport(
+        exc.status, exc.title, exc.detail, PROBLEM_BASE + exc.slug, exc.errors, exc.headers
+    )
+
+
+def _with_request_id(request: Request, report: ErrorReport) -> ErrorReport:
+    """The report with the request's id among its headers: an answer from Starlette's
+    outermost middleware goes out around the one that adds it."""
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    if not request_id:
+        return report
+    return replace(report, headers={**(report.headers or {}), "X-Request-ID": request_id})
+
+
+def _where(request: Request) -> str:
+    """The request in a log line: method, route template and id (never the URL: PHI)."""
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    return f"{request.method} {route_template(request.scope)} (request {request_id})"
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
+    """An exception no other handler took: a database outage is a 503, anything else a 500
+    whose log line names the request, so a report of the failure can be matched to its
+    stack."""
+    down = unavailable(exc)
+    if down is not None:
+        # Expected while the database restarts or is overloaded: one line, no stack.
+        logger.warning("%s on %s: %s", down.slug, _where(request), type(exc).__name__)
+        return error_response(request, _with_request_id(request, _report(down)))
     # Type and stack only: exception messages (e.g. a driver's "[parameters: ...]") may
     # quote patient data, and logs must not carry PHI.
     stack = "".join(traceback.format_tb(exc.__traceback__))
-    # This answer is sent by Starlette's outermost middleware, around the one that adds
-    # X-Request-ID: it carries the id itself, and the log line names it, so a report of the
-    # failure can be matched to its stack.
-    request_id = request.scope.get("state", {}).get("request_id", "")
-    logger.error(
-        "unhandled %s on %s %s (request %s)\n%s",
-        type(exc).__name__,
-        request.method,
-        route_template(request.scope),
-        request_id,
-        stack,
-    )
+    logger.error("unhandled %s on %s\n%s", type(exc).__name__, _where(request), stack)
     detail = "The server could not complete the request."
-    headers = {"X-Request-ID": request_id} if request_id else None
-    return error_response(
-        request, ErrorReport(500, "Internal server error", detail, headers=headers)
-    )
+    report = ErrorReport(500, "Internal server error", detail)
+    return error_response(request, _with_request_id(request, report))
 
 
 ErrorHook = Callable[[int], Awaitable[None]]
@@ -211,20 +259,69 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 def on_error(request: Request, hook: ErrorHook) -> None:
     """Run ``hook(status)`` when this request ends in an error response or a
     ``PreparedAnswer`` (the request's own transaction has been rolled back by then; the audit
-    trail records the answer apart)."""
+    trail records the answer apart).
+
+    A hook that fails turns the answer into a 503 (the request fails closed): the
+    ``ServiceUnavailable`` it raises, else an ``AuditUnavailable``.
+    """
     # In the scope's state: the handler's Request object is not the dependency's.
     hooks: list[ErrorHook] = request.scope.setdefault("state", {}).setdefault("on_error", [])
     hooks.append(hook)
 
 
-def _with_hooks(handler: Handler) -> Handler:
-    async def handle(request: Request, exc: Exception) -> Response:
-        response = await handler(request, exc)
-        for hook in request.scope.get("state", {}).get("on_error", ()):
+async def _run_hooks(request: Request, response: Response) -> Response:
+    hooks: list[ErrorHook] = request.scope.get("state", {}).pop("on_error", [])  # each once
+    for hook in hooks:
+        try:
             await hook(response.status_code)
-        return response
+        except Exception as exc:
+            failed = exc if isinstance(exc, ServiceUnavailable) else None
+            if failed is None:
+                logger.error("error hook failed on %s: %s", _where(request), type(exc).__name__)
+                failed = AuditUnavailable("The request could not be recorded; retry later.")
+            if response.status_code != 503:  # a 503 already says "retry later"
+                response = error_response(request, _with_request_id(request, _report(failed)))
+    return response
+
+
+def _with_hooks(handler: Handler) -> Handler:
+    """The handler, then the request's error hooks. Never raises: an exception out of an
+    error handler would become Starlette's plain-text 500."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        try:
+            response = await handler(request, exc)
+        except Exception as failure:
+            response = await _unhandled(request, failure)
+        return await _run_hooks(request, response)
 
     return handle
+
+
+class OutageMiddleware:
+    """Answers a database outage that a middleware inside it meets (the Idempotency-Key
+    look-up runs before the app) as the app answers its own: a 503, counted and logged as
+    one line by the telemetry around it, instead of an exception Starlette's outermost
+    middleware answers and then re-raises to the server's log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started or scope["type"] != "http" or unavailable(exc) is None:
+                raise
+            response = await _with_hooks(_unhandled)(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -232,6 +329,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _with_hooks(_validation_error))
     app.add_exception_handler(StarletteHTTPException, _with_hooks(_http_error))
     app.add_exception_handler(PreparedAnswer, _with_hooks(_prepared))
+    # The drivers' errors are answered inside the middlewares (a 503 when the database is
+    # down, counted and logged like any answer); anything else by Starlette's outermost one.
+    for driver_error in DRIVER_ERRORS:
+        app.add_exception_handler(driver_error, _with_hooks(_unhandled))
     app.add_exception_handler(Exception, _with_hooks(_unhandled))
 
 

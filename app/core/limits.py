@@ -12,7 +12,8 @@ or written to the database for a rejected request):
   is N times the setting; a limit shared by all workers belongs in the proxy (or Redis).
 
 A PostgreSQL ``statement_timeout`` bounds every query (``app/core/db.py``); a query it
-cancels becomes a 503 problem (``QueryTimeout``), not a 500.
+cancels becomes a 503 problem (``QueryTimeout``), not a 500, as does a database that cannot
+be reached (``DatabaseUnavailable``; app/core/outages.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PROBLEM_BASE, AppError, ErrorReport, error_response, problem
+from app.core.errors import PROBLEM_BASE, ErrorReport, error_response, problem
+
+# Query time: a query cancelled by PostgreSQL's statement_timeout, or a database that cannot
+# be reached, is a 503 with Retry-After (app/core/outages.py says which errors are; answered
+# by app/core/errors.py). Their names stay importable from here.
+from app.core.errors import DatabaseUnavailable as DatabaseUnavailable
+from app.core.errors import QueryTimeout as QueryTimeout
+from app.core.errors import ServiceUnavailable as ServiceUnavailable
 
 # Where the limits apply: the API and FHIR (not the health checks a load balancer polls).
 LIMITED_PREFIXES = ("/api/", "/fhir/")
@@ -247,31 +255,3 @@ class RateLimitMiddleware:
                 await too_many_response(scope, wait)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-# --- Query time ----------------------------------------------------------------------------
-
-QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
-
-
-class ServiceUnavailable(AppError):
-    """The database cannot answer now; the same request may succeed a second later."""
-
-    status = 503
-    title = "Service unavailable"
-    headers = {"Retry-After": "1"}
-
-
-class QueryTimeout(ServiceUnavailable):
-    slug = "query-timeout"
-
-
-class DatabaseUnavailable(ServiceUnavailable):
-    slug = "database-unavailable"
-
-
-def is_query_timeout(exc: BaseException) -> bool:
-    """A database error that is PostgreSQL cancelling a statement (``statement_timeout``)."""
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code == QUERY_CANCELED

@@ -23,20 +23,11 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from app.core.config import Settings
-from app.core.limits import DatabaseUnavailable, QueryTimeout
+from app.core.errors import DatabaseUnavailable, unavailable
 
 # asyncpg ships no type hints: its pool and connections are Any to mypy.
 Pool: TypeAlias = Any
 Connection: TypeAlias = Any
-
-# The database is gone or going: the same request a second later may find it back.
-_CONNECTION_LOST = (
-    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InternalClientError,  # see connection()
-    OSError,  # refused, reset
-)
 
 
 async def _keep_session_state(_connection: Any) -> None:
@@ -73,24 +64,24 @@ async def create_pool(settings: Settings) -> Pool | None:
 
 @asynccontextmanager
 async def connection(pool: Pool) -> AsyncIterator[Connection]:
-    """A pooled connection; a cancelled statement or a lost connection becomes the same 503
-    (with Retry-After) as on SQLAlchemy's sessions (app/core/db.py)."""
+    """A pooled connection; a cancelled statement, a lost connection or a refused one becomes
+    the same 503 (with Retry-After) as on SQLAlchemy's sessions (app/core/outages.py)."""
     try:
         async with pool.acquire() as conn:
             try:
                 yield conn
-            except asyncpg.InternalClientError:
+            except asyncpg.InternalClientError as exc:
                 # E.g. a statement sent just as the server closed the connection (a restart):
                 # the protocol's state is unknown, so the connection is never reused.
                 conn.terminate()
-                raise
+                raise DatabaseUnavailable("The database connection was lost; retry.") from exc
             except asyncpg.InterfaceError as exc:
                 # "connection is closed" is a lost connection; on an open one it is a bug (the
                 # wrong number of arguments, say), not a reason for the client to retry.
                 if conn.is_closed():
                     raise DatabaseUnavailable("The database connection was lost; retry.") from exc
                 raise
-    except asyncpg.QueryCanceledError as exc:  # statement_timeout
-        raise QueryTimeout("The database took too long to answer; retry later.") from exc
-    except _CONNECTION_LOST as exc:
-        raise DatabaseUnavailable("The database connection was lost; retry.") from exc
+    except Exception as exc:
+        if (down := unavailable(exc)) is not None:
+            raise down from exc
+        raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -12,16 +12,53 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     PlainSerializer,
+    field_validator,
 )
 
 # A device clock a little ahead of the server's is normal; more than this is a bad timestamp.
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
+NUL_CHARACTER = "must not contain a NUL character"
+LONE_SURROGATE = "must be valid Unicode text (no unpaired surrogate)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None. The one rule for every string a
+    request brings (body, query, path): PostgreSQL refuses NUL in text (SQLite would keep
+    it, so both refuse it here), and a lone surrogate, which JSON's ``\\ud800`` escapes can
+    carry, has no UTF-8 form for either database."""
+    if "\x00" in value:
+        return NUL_CHARACTER
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return LONE_SURROGATE
+    return None
+
+
+def _text_problem_in(value: object) -> str | None:
+    """``text_problem`` of a string, or of the first bad string in a list of them."""
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, list | tuple):
+        return next(filter(None, map(_text_problem_in, value)), None)
+    return None  # a nested model's fields check themselves
+
 
 class RequestModel(BaseModel):
-    """A request body: unknown fields are a 422, never silently ignored."""
+    """A request body: unknown fields are a 422, never silently ignored; every string in it is
+    text both databases can store (``text_problem``), whatever the field."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        # Before the field's own validation: the reason names the character, not the type.
+        if (problem := _text_problem_in(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ResponseModel(BaseModel):

@@ -6,7 +6,6 @@ from datetime import date, datetime
 from sqlalchemy import (
     CheckConstraint,
     Date,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -17,6 +16,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
+from app.courses.frequency import SESSIONS_PER_WEEK_CHECK
 from app.courses.schedule import next_session_due
 
 TECHNIQUES = ("intramuscular", "paravertebral", "subcutaneous", "intra-articular")
@@ -35,7 +35,7 @@ class Course(Base):
         CheckConstraint(f"status IN {STATUSES}", name="status"),
         CheckConstraint(f"phase IN {PHASES}", name="phase"),
         CheckConstraint(f"adjustment IN {ADJUSTMENTS}", name="adjustment"),
-        CheckConstraint("sessions_per_week > 0 AND sessions_per_week <= 7", name="frequency_range"),
+        CheckConstraint(SESSIONS_PER_WEEK_CHECK, name="frequency_range"),
         CheckConstraint("sessions_done >= 0", name="sessions_done_non_negative"),
         CheckConstraint("max_sessions IS NULL OR max_sessions >= 1", name="max_sessions_positive"),
         Index("ix_courses_patient_created", "patient_id", "created_at", "id"),
@@ -47,7 +47,7 @@ class Course(Base):
     region: Mapped[str] = mapped_column(String(100))
     technique: Mapped[str] = mapped_column(String(20))
     start_date: Mapped[date] = mapped_column(Date)
-    sessions_per_week: Mapped[float] = mapped_column(Float)
+    sessions_per_week: Mapped[int] = mapped_column(Integer)
     adjustment: Mapped[str] = mapped_column(String(10))
     max_sessions: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="active")
@@ -84,13 +84,13 @@ class FrequencyChange(Base):
     __table_args__ = (
         CheckConstraint(f"source IN {FREQUENCY_SOURCES}", name="source"),
         CheckConstraint(f"phase IN {PHASES}", name="phase"),
-        CheckConstraint("sessions_per_week > 0 AND sessions_per_week <= 7", name="frequency_range"),
+        CheckConstraint(SESSIONS_PER_WEEK_CHECK, name="frequency_range"),
         Index("ix_frequency_changes_course_changed", "course_id", "changed_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     course_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("courses.id"))
-    sessions_per_week: Mapped[float] = mapped_column(Float)
+    sessions_per_week: Mapped[int] = mapped_column(Integer)
     phase: Mapped[str] = mapped_column(String(20))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     source: Mapped[str] = mapped_column(String(10))

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from app.analytics.registry import DEFAULT_POLICY, policies
-from app.core.schemas import IsoDate, Number, RequestModel, ResponseModel
+from app.core.schemas import IsoDate, RequestModel, ResponseModel
+from app.courses.frequency import SessionsPerWeek
 
 Technique = Literal["intramuscular", "paravertebral", "subcutaneous", "intra-articular"]
 CourseStatus = Literal["active", "paused", "completed", "discontinued"]
@@ -15,8 +16,6 @@ Phase = Literal["induction", "consolidation", "maintenance"]
 Adjustment = Literal["auto", "confirm"]
 FrequencySource = Literal["initial", "policy", "clinician"]
 
-# Sessions a week: more than none (pause the course instead), at most one a day.
-SessionsPerWeek = Annotated[float, Field(gt=0, le=7, allow_inf_nan=False)]
 Notes = Annotated[str, StringConstraints(max_length=5000)]
 
 
@@ -33,7 +32,7 @@ class CourseCreate(RequestModel):
     region: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     technique: Technique
     start_date: Annotated[IsoDate, AfterValidator(_plausible_start)]
-    sessions_per_week: SessionsPerWeek = 3.0
+    sessions_per_week: SessionsPerWeek = 3
     adjustment: Adjustment = Field(
         "auto",
         description="`auto`: the policy applies frequency changes; `confirm`: a clinician does.",
@@ -78,7 +77,7 @@ class CourseRead(ResponseModel):
     region: str
     technique: Technique
     start_date: date
-    sessions_per_week: Number
+    sessions_per_week: int
     adjustment: Adjustment
     max_sessions: int | None
     status: CourseStatus
@@ -92,7 +91,7 @@ class CourseRead(ResponseModel):
 
 
 class FrequencyChangeRead(ResponseModel):
-    sessions_per_week: Number
+    sessions_per_week: int
     phase: Phase
     changed_at: datetime
     source: FrequencySource

@@ -129,6 +129,5 @@ class CourseService:
         return await self.repo.history(course_id)
 
 
-def _per_week(sessions_per_week: float) -> str:
-    n = int(sessions_per_week) if float(sessions_per_week).is_integer() else sessions_per_week
-    return f"{n} session{'' if n == 1 else 's'} a week"
+def _per_week(sessions_per_week: int) -> str:
+    return f"{sessions_per_week} session{'' if sessions_per_week == 1 else 's'} a week"

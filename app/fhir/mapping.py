@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
-from fractions import Fraction
 from typing import Any
 
 from app.courses.models import Course
@@ -255,16 +254,11 @@ def procedure_to_fhir(session: TreatmentSession) -> Resource:
     return resource
 
 
-def weekly_repeat(sessions_per_week: float) -> dict[str, Any]:
-    """Timing.repeat for a weekly frequency. FHIR's `frequency` is a positive integer, so a
-    fractional one becomes sessions per several weeks (2.5 a week → 5 per 2 weeks), exact to
-    two decimals and otherwise the nearest ratio over at most 100 weeks."""
-    ratio = Fraction(str(sessions_per_week))
-    if ratio.denominator > 100:
-        ratio = ratio.limit_denominator(100)
-    if ratio <= 0:
-        raise ValueError("sessions_per_week must be positive")
-    return {"frequency": ratio.numerator, "period": ratio.denominator, "periodUnit": "wk"}
+def weekly_repeat(sessions_per_week: int) -> dict[str, Any]:
+    """Timing.repeat for a weekly frequency: `frequency` sessions a `period` of one week.
+    Total over what a course can hold: a whole number from 1 to 7 (app/courses/frequency.py,
+    and the column's CHECK), each a positiveInt as FHIR asks."""
+    return {"frequency": sessions_per_week, "period": 1, "periodUnit": "wk"}
 
 
 def care_plan_to_fhir(course: Course) -> Resource:

@@ -488,14 +488,15 @@ def test_frequencies_are_kept_from_highest_to_lowest() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"frequencies": [3, 8, 1]}, "frequencies must be distinct numbers"),
-        ({"frequencies": [3, 0, 1]}, "frequencies must be distinct numbers"),
-        ({"frequencies": [3, -1]}, "frequencies must be distinct numbers"),
-        ({"frequencies": [3, 2, 2, 1]}, "frequencies must be distinct numbers"),
+        ({"frequencies": [3, 8, 1]}, "less than or equal to 7"),
+        ({"frequencies": [3, 0, 1]}, "greater than or equal to 1"),
+        ({"frequencies": [3, -1]}, "greater than or equal to 1"),
+        ({"frequencies": [3, 2.5, 1]}, "must be a whole number of sessions a week"),
+        ({"frequencies": [3, 2, 2, 1]}, "frequencies must be distinct"),
         ({"frequencies": []}, "at least 1 item"),
         ({"worsening_frequency": 4}, "worsening_frequency must be one of the allowed"),
         ({"induction_frequency": 5}, "induction_frequency must be one of the allowed"),
-        ({"induction_step_to": 1.5}, "induction_step_to must be one of the allowed"),
+        ({"induction_step_to": 1.5}, "must be a whole number of sessions a week"),
         ({"induction_step_to": 3}, "induction_step_to must be below induction_frequency"),
         (
             {"induction_frequency": 2, "induction_step_to": 3},

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from app.courses.frequency import ALLOWED_SESSIONS_PER_WEEK
 from app.courses.models import Course
 from app.fhir import mapping
 from app.fhir import terminology as t
@@ -33,7 +34,7 @@ def _course(**fields: Any) -> Course:
         "region": "lumbar",
         "technique": "paravertebral",
         "start_date": date(2026, 2, 1),
-        "sessions_per_week": 3.0,
+        "sessions_per_week": 3,
         "adjustment": "auto",
         "max_sessions": None,
         "status": "active",
@@ -92,25 +93,14 @@ def test_instants_are_utc_with_microseconds() -> None:
         mapping.instant(datetime(2026, 3, 1))
 
 
-@pytest.mark.parametrize(
-    ("per_week", "frequency", "period"),
-    [
-        (3, 3, 1),
-        (2, 2, 1),
-        (1, 1, 1),
-        (7, 7, 1),
-        (0.5, 1, 2),
-        (1.5, 3, 2),
-        (2.5, 5, 2),
-        (0.25, 1, 4),
-        (0.33, 33, 100),
-        (1 / 3, 1, 3),
-    ],
-)
-def test_weekly_frequency_as_timing_repeat(per_week: float, frequency: int, period: int) -> None:
+@pytest.mark.parametrize("per_week", ALLOWED_SESSIONS_PER_WEEK)
+def test_every_frequency_a_course_can_hold_maps_to_a_valid_care_plan(per_week: int) -> None:
+    """The column holds a whole number from 1 to 7 (its CHECK): each one is a valid
+    Timing.repeat, `per_week` sessions a period of one week."""
     repeat = mapping.weekly_repeat(per_week)
-    assert repeat == {"frequency": frequency, "period": period, "periodUnit": "wk"}
-    assert abs(frequency / period - per_week) < 0.01
+    assert repeat == {"frequency": per_week, "period": 1, "periodUnit": "wk"}
+    resource = assert_valid(mapping.care_plan_to_fhir(_course(sessions_per_week=per_week)))
+    assert resource["activity"][0]["detail"]["scheduledTiming"]["repeat"] == repeat
 
 
 @pytest.mark.parametrize(
@@ -134,14 +124,12 @@ def test_care_plan_statuses(
 
 
 def test_care_plan_with_every_field() -> None:
-    course = _course(
-        sessions_per_week=2.5, max_sessions=12, notes="check BP", phase="consolidation"
-    )
+    course = _course(sessions_per_week=2, max_sessions=12, notes="check BP", phase="consolidation")
     resource = assert_valid(mapping.care_plan_to_fhir(course))
     detail = resource["activity"][0]["detail"]
     assert detail["scheduledTiming"]["repeat"] == {
-        "frequency": 5,
-        "period": 2,
+        "frequency": 2,
+        "period": 1,
         "periodUnit": "wk",
         "count": 12,
     }

@@ -312,13 +312,18 @@ async def test_care_plan_follows_frequency_and_status_changes(
     phase = next(e for e in fhir["extension"] if e["url"] == t.EXT_COURSE_PHASE)
     assert phase["valueCoding"]["code"] == "consolidation"
 
-    await client.post(
+    every_other_week = await client.post(
         f"{API}/courses/{course['id']}/frequency",
         json={"sessions_per_week": 0.5, "reason": "maintenance, every other week"},
     )
+    assert every_other_week.status_code == 422  # a whole number of sessions a week
+    await client.post(
+        f"{API}/courses/{course['id']}/frequency",
+        json={"sessions_per_week": 1, "reason": "maintenance"},
+    )
     _, fhir = await _care_plan(ehr, client, course["id"])
     repeat = fhir["activity"][0]["detail"]["scheduledTiming"]["repeat"]
-    assert repeat == {"frequency": 1, "period": 2, "periodUnit": "wk"}
+    assert repeat == {"frequency": 1, "period": 1, "periodUnit": "wk"}
 
     for status, plan, activity in [
         ("paused", "on-hold", "on-hold"),

@@ -34,7 +34,7 @@ def _course(
         "region": region,
         "technique": "paravertebral",
         "start_date": start,
-        "sessions_per_week": 3.0,
+        "sessions_per_week": 3,
         "adjustment": "auto",
         "status": status,
         "phase": "induction",

@@ -7,11 +7,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.courses.models import Course
+from app.courses.frequency import ALLOWED_SESSIONS_PER_WEEK
+from app.courses.models import Course, FrequencyChange
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
 
@@ -21,7 +22,7 @@ NOW = datetime.now(UTC)
 def _course(owner: uuid.UUID, **overrides: Any) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(), "patient_id": owner, "indication": "spondylosis", "region": "lumbar",
-        "technique": "paravertebral", "start_date": date(2026, 1, 1), "sessions_per_week": 3.0,
+        "technique": "paravertebral", "start_date": date(2026, 1, 1), "sessions_per_week": 3,
         "adjustment": "auto", "status": "active", "phase": "induction", "sessions_done": 0,
         "created_at": NOW, "updated_at": NOW,
     } | overrides  # fmt: skip
@@ -37,8 +38,8 @@ async def _patient(engine: AsyncEngine) -> uuid.UUID:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"sessions_per_week": 0.0},
-        {"sessions_per_week": 8.0},
+        {"sessions_per_week": 0},
+        {"sessions_per_week": 8},
         {"technique": "oral"},
         {"status": "archived"},
         {"phase": "taper"},
@@ -101,3 +102,39 @@ async def test_patient_sex_is_checked(engine: AsyncEngine) -> None:
             await conn.execute(
                 insert(Patient).values(id=uuid.uuid4(), sex="x", created_at=NOW, updated_at=NOW)
             )
+
+
+@pytest.mark.parametrize("table", [Course, FrequencyChange])
+async def test_sessions_per_week_is_only_ever_a_whole_number_from_1_to_7(
+    engine: AsyncEngine, table: type[Course] | type[FrequencyChange]
+) -> None:
+    """Whatever writes the row: 0 and 8 are refused, and so is 2.5 on SQLite (which would
+    keep it in an INTEGER column: its CHECK names the allowed values); asyncpg truncates it
+    to a whole number before PostgreSQL sees it. Only integers from 1 to 7 are ever read."""
+    patient_id = await _patient(engine)
+    course = _course(patient_id)
+    async with engine.begin() as conn:
+        await conn.execute(insert(Course).values(**course))
+
+    def row(sessions_per_week: object) -> dict[str, Any]:
+        if table is Course:
+            return _course(patient_id, sessions_per_week=sessions_per_week)
+        return {"id": uuid.uuid4(), "course_id": course["id"], "phase": "induction",
+                "changed_at": NOW, "source": "clinician", "reason": "r",
+                "sessions_per_week": sessions_per_week}  # fmt: skip
+
+    for refused in (0, 8):
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(insert(table).values(**row(refused)))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(table).values(**row(2.5)))
+    except IntegrityError:
+        assert engine.dialect.name == "sqlite"
+    async with engine.begin() as conn:
+        for allowed in ALLOWED_SESSIONS_PER_WEEK:
+            await conn.execute(insert(table).values(**row(allowed)))
+        stored = (await conn.execute(select(table.sessions_per_week))).scalars().all()
+    assert set(stored) == set(ALLOWED_SESSIONS_PER_WEEK)
+    assert all(type(value) is int for value in stored)

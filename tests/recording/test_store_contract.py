@@ -174,7 +174,7 @@ async def _history(engine: AsyncEngine, course_id: uuid.UUID) -> list[tuple[str,
 
 def _step_down(course_id: uuid.UUID) -> PlannedChange:
     values = {
-        "sessions_per_week": 2.0,
+        "sessions_per_week": 2,
         "phase": "consolidation",
         "source": "policy",
         "rule": "response-step-down",
