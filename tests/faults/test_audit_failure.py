@@ -159,12 +159,6 @@ async def test_a_phi_read_whose_audit_row_cannot_be_written_is_not_served(
 
 
 @pytest.mark.parametrize("read", list(READS))
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 15: a read whose audit row cannot be written is answered with a plain-text "
-    "500 (no Retry-After), not a 503",
-)
 async def test_a_phi_read_whose_audit_row_cannot_be_written_is_a_503_with_retry_after(
     refusing: RefusingServer, read: str
 ) -> None:

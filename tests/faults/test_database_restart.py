@@ -8,7 +8,7 @@ return requests succeed again; every write that was acknowledged is stored; ever
 that was served is audited.
 
 The restart happens once, in a module fixture; each test judges one of those promises, so the
-ones broken today (issue 15) are marked xfail while the others keep guarding.
+ones broken before issue 15's fix were marked xfail while the others kept guarding.
 """
 
 from __future__ import annotations
@@ -172,14 +172,6 @@ async def restarted(tmp_path_factory: pytest.TempPathFactory) -> Restarted:
     return Restarted(run, down, recovery, lost, unaudited, figures)
 
 
-ISSUE_15_500S = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 15: while PostgreSQL is down, requests are answered with plain-text 500s, "
-    "not 503 problem+json with Retry-After",
-)
-
-
 @pytest.mark.postgres_only
 def test_the_outage_lasted_its_seconds_and_the_load_met_it(restarted: Restarted) -> None:
     assert restarted.figures["down_seconds"] >= DOWN_SECONDS
@@ -187,7 +179,6 @@ def test_the_outage_lasted_its_seconds_and_the_load_met_it(restarted: Restarted)
 
 
 @pytest.mark.postgres_only
-@ISSUE_15_500S
 def test_while_postgres_is_down_every_answer_is_a_503_problem_with_retry_after(
     restarted: Restarted,
 ) -> None:
@@ -196,7 +187,6 @@ def test_while_postgres_is_down_every_answer_is_a_503_problem_with_retry_after(
 
 
 @pytest.mark.postgres_only
-@ISSUE_15_500S
 def test_around_the_restart_no_request_gets_a_500_or_no_answer(restarted: Restarted) -> None:
     """Successes and 503 problems with Retry-After only: never a 500, a reset, a timeout."""
     run = restarted.run
