@@ -8,8 +8,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# `make mutation`: the module (or package) to mutate, the tests that must kill its mutants
+# (docs/testing.md lists the pairs, e.g. MUTATE=app/analytics/stats.py
+# MUTATION_TESTS=tests/analytics/test_stats.py), and MUTATION_SAMPLE=N to test one mutant in N.
+MUTATE ?= app/auth/rules.py
+MUTATION_TESTS ?= tests/auth tests/audit
+MUTATION_SAMPLE ?= 1
 
-.PHONY: install run test lint format migrate demo bench clean help
+.PHONY: install run test lint format migrate demo bench mutation clean help
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Outcomes needs Python 3.11 or newer")'
@@ -45,8 +51,19 @@ demo: install ## load a synthetic cohort into the configured database
 bench: install ## benchmarks (needs wrk; PostgreSQL at 127.0.0.1 and SQLite): one line per figure, bench/results/latest.json; BENCH_ARGS="--scale large" for 1M observations (bench/README.md)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+mutation: install ## mutation testing of $(MUTATE) against $(MUTATION_TESTS) with mutmut, one mutant at a time (docs/testing.md)
+	@git diff --quiet -- $(MUTATE) || { echo "$(MUTATE) has uncommitted changes: mutmut rewrites it in place"; exit 1; }
+	@# mutmut 2 counts only exit status 1 as a kill: a mutant that breaks the import (pytest's
+	@# 2 or 4) would count as a survivor. `|| exit 1` makes every failure a kill.
+	rm -f .mutmut-cache
+	MUTATION_SAMPLE=$(MUTATION_SAMPLE) $(VENV)/bin/mutmut run --paths-to-mutate '$(MUTATE)' \
+		--tests-dir tests --CI --simple-output \
+		--no-progress --test-time-base 30 \
+		--runner 'sh -c "$(PY) -m pytest -x -q -p no:cacheprovider $(MUTATION_TESTS) || exit 1"'
+	$(VENV)/bin/mutmut results
+
 clean: ## remove .venv and the tools' caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .mutmut-cache html
 
 help: ## list the targets with what each does
 	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

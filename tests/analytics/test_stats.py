@@ -1,10 +1,12 @@
-"""Theil–Sen and Mann–Kendall agree with the reference libraries to 1e-9 (property-based)."""
+"""Theil–Sen and Mann–Kendall agree with the reference libraries to 1e-9: on fixed series
+chosen for the code's branches, and property-based on drawn ones."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pymannkendall
@@ -78,6 +80,7 @@ def test_mann_kendall_matches_pymannkendall(values: list[float]) -> None:
     ref = pymannkendall.original_test(y)
     assert _close(ours.s, float(ref.s))
     assert _close(ours.var_s, float(ref.var_s))
+    assert _close(ours.z, float(ref.z))
     assert _close(ours.tau, float(ref.Tau))
     assert _close(ours.p, float(ref.p))
 
@@ -131,6 +134,8 @@ def _assert_like_the_references(
     ref_mk = pymannkendall.original_test(values)
     for mk in mks:
         assert _close(mk.s, float(ref_mk.s))
+        assert _close(mk.var_s, float(ref_mk.var_s))
+        assert _close(mk.z, float(ref_mk.z))
         assert _close(mk.tau, float(ref_mk.Tau))
         assert _close(mk.p, float(ref_mk.p))
 
@@ -167,3 +172,74 @@ def test_long_series_match_the_references_too(data: tuple[np.ndarray, np.ndarray
     weeks, values = data
     sen, mk = trend_statistics(weeks.tolist(), values.tolist())
     _assert_like_the_references(weeks, values, sen, mk, mann_kendall(values))
+
+
+# Fixed series, each for a branch: (weeks, values). Weeks are distinct unless said.
+FIXED: dict[str, tuple[list[float], list[float]]] = {
+    # Pain falling over a course, with ties in the scores: S < 0, so z = (S + 1) / σ.
+    "falling": ([0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8], [8, 7, 7, 6, 6, 5, 4, 4, 3, 2]),
+    # A mobility measure rising in decimals: S > 0, so z = (S − 1) / σ.
+    "rising": ([0, 1, 2, 3, 4, 5, 6], [40.0, 42.5, 41.0, 45.5, 47.0, 46.5, 50.0]),
+    # No trend at all: S = 0, so z = 0 and p = 1.
+    "flat": ([0, 1, 2, 3], [1, 2, 2, 1]),
+    # Two scores in the same week (ties in time): pairs with dx = 0 drop out of the slopes.
+    "ties in time": ([0, 0, 1, 1, 2, 3, 3, 4], [5, 6, 5, 4, 4, 3, 5, 2]),
+    # Ties so heavy that Sen's variance is negative: the slope without an interval.
+    "negative variance": ([0, 0, 0, 1], [1, 1, 1, 1]),
+    # An odd number of slopes (the median is one slope, not the mean of two).
+    "three": ([0, 1, 3], [6, 4, 5]),
+    # Longer than the cached pair indices (stats._CACHED_UP_TO = 256): the other code path.
+    "long": (
+        [i / 3 for i in range(300)],
+        [round(7 - i / 60 + ((i * 37) % 11) / 4, 1) for i in range(300)],
+    ),
+}
+
+
+def _references(weeks: np.ndarray, values: np.ndarray) -> tuple[Any, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's sqrt of a negative variance
+        sen = scipy_stats.theilslopes(values, weeks, alpha=0.95)
+    return sen, pymannkendall.original_test(values)
+
+
+def _assert_theil_sen(ours: TheilSen | None, ref: Any) -> None:
+    assert ours is not None
+    assert abs(ours.slope - ref.slope) <= TOLERANCE, (ours, ref)
+    assert _close(ours.low, ref.low_slope), (ours, ref)
+    assert _close(ours.high, ref.high_slope), (ours, ref)
+
+
+def _assert_mann_kendall(ours: MannKendall, ref: Any) -> None:
+    assert abs(ours.s - float(ref.s)) <= TOLERANCE, (ours, ref)
+    assert abs(ours.var_s - float(ref.var_s)) <= TOLERANCE, (ours, ref)
+    assert abs(ours.z - float(ref.z)) <= TOLERANCE, (ours, ref)
+    assert abs(ours.tau - float(ref.Tau)) <= TOLERANCE, (ours, ref)
+    assert abs(ours.p - float(ref.p)) <= TOLERANCE, (ours, ref)
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_fixed_series_match_the_references(name: str) -> None:
+    """Slope, interval, S, var(S), z, tau and p: each entry point, arrays and lists."""
+    weeks_list, values_list = (list(map(float, v)) for v in FIXED[name])
+    weeks, values = np.array(weeks_list), np.array(values_list)
+    ref_sen, ref_mk = _references(weeks, values)
+    _assert_theil_sen(theil_sen(weeks, values), ref_sen)
+    _assert_mann_kendall(mann_kendall(values), ref_mk)
+    for x, y in ((weeks, values), (weeks_list, values_list)):
+        sen, mk = trend_statistics(x, y)
+        _assert_theil_sen(sen, ref_sen)
+        _assert_mann_kendall(mk, ref_mk)
+
+
+def test_the_fixed_series_reach_their_branches() -> None:
+    """The series above keep meaning what their comments say."""
+    s = {name: mann_kendall(np.array(v, dtype=float)).s for name, (_, v) in FIXED.items()}
+    assert s["falling"] < 0 < s["rising"]
+    assert s["flat"] == 0
+    assert mann_kendall(np.array(FIXED["flat"][1], dtype=float)).p == 1.0
+    fit = theil_sen(*(np.array(v, dtype=float) for v in FIXED["negative variance"]))
+    assert fit is not None
+    assert math.isnan(fit.low)
+    assert math.isnan(fit.high)
+    assert len(FIXED["long"][1]) > 256

@@ -1,0 +1,410 @@
+"""The access contract as the documents state it, written out by hand and tried over HTTP.
+
+Who may use which route is written here a second time, from the documents and never from the
+code: docs/security.md ("Route by route", and the two routes listed under the table:
+`GET /tokens` and the patient summary) and docs/fhir.md ("Who may read", "Bulk Data export").
+The rules themselves (app/auth/rules.py) are not imported, so a change to them that the
+documents do not make fails here. (tests/auth/test_access_matrix.py derives its expectations
+from the rules, and so checks them against themselves.)
+
+Every role tries every route with a real token: a "no" must be a 403 and a "yes" a success
+(2xx); "own" is a success on the patient the token is bound to (and that patient's courses)
+and a 404 on any other. Each request's audit row, found by its X-Request-ID, must name the
+action, resource type and patient written in AUDIT_TABLE.
+
+Every route of the app (under /api and /fhir) must have a row in both tables, and every row
+must be a real route (test_every_route_has_a_row_and_every_row_is_a_route). An issue that adds
+routes (OAuth clients, enrolments, devices, webhooks, FHIR Subscriptions, the dashboard, /me,
+...) adds their rows here, from what its documentation says, in the same change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast, get_args
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.audit.models import AuditEvent
+from app.auth.service import TokenService
+from app.core.db import create_sessionmaker
+from app.core.state import app_state
+from tests.factories import create_course, create_observation, create_patient, create_session
+from tests.support import client_of, empty_tables
+
+ROLES = ("admin", "clinician", "patient", "integration", "dashboard")
+
+# One mark per role, in the order of ROLES: `x` may, `.` may not (403), `own` only on the
+# patient the token is bound to (404 on any other). Paths are the app's route templates.
+CONTRACT_TABLE = """
+                                                              admin  clin.  pat.  integ.  dash.
+GET    /api/v1/instruments                                      x      x      x      x      x
+POST   /api/v1/patients                                         x      x      .      .      .
+GET    /api/v1/patients                                         x      x      .      x      .
+GET    /api/v1/patients/{patient_id}                            x      x     own     x      .
+PATCH  /api/v1/patients/{patient_id}                            x      x      .      .      .
+POST   /api/v1/patients/{patient_id}/courses                    x      x      .      .      .
+GET    /api/v1/patients/{patient_id}/courses                    x      x     own     .      .
+GET    /api/v1/courses/{course_id}                              x      x     own     .      .
+PATCH  /api/v1/courses/{course_id}                              x      x      .      .      .
+POST   /api/v1/courses/{course_id}/frequency                    x      x      .      .      .
+GET    /api/v1/courses/{course_id}/frequency-history            x      x     own     .      .
+POST   /api/v1/courses/{course_id}/sessions                     x      x      .      .      .
+GET    /api/v1/courses/{course_id}/sessions                     x      x     own     .      .
+POST   /api/v1/patients/{patient_id}/observations               x      x     own     .      .
+POST   /api/v1/patients/{patient_id}/observations/batch         x      x     own     .      .
+GET    /api/v1/patients/{patient_id}/observations               x      x     own     .      .
+GET    /api/v1/patients/{patient_id}/trends                     x      x     own     .      x
+GET    /api/v1/courses/{course_id}/recommendation               x      x     own     .      .
+GET    /api/v1/cohort/summary                                   x      x      .      .      x
+POST   /api/v1/tokens                                           x      .      .      .      .
+DELETE /api/v1/tokens/{token_id}                                x      .      .      .      .
+GET    /api/v1/audit                                            x      .      .      .      .
+GET    /api/v1/tokens                                           x      .      .      .      .
+GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
+GET    /fhir/R4/metadata                                        x      x      x      x      x
+GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
+GET    /fhir/R4/Patient/{patient_id}/$everything                x      .     own     x      .
+GET    /fhir/R4/Observation                                     x      .     own     x      .
+GET    /fhir/R4/Procedure                                       x      .     own     x      .
+GET    /fhir/R4/CarePlan                                        x      .     own     x      .
+GET    /fhir/R4/$export                                         x      .      .      x      .
+GET    /fhir/R4/Patient/$export                                 x      .      .      x      .
+GET    /fhir/R4/$export-status/{job_id}                         x      .      .      x      .
+DELETE /fhir/R4/$export-status/{job_id}                         x      .      .      x      .
+GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson    x      .      .      x      .
+"""
+
+# What each request's audit row records (docs/security.md, "The audit trail"): its action, its
+# resource_type, and the patient it names: `path` the path's patient, `course` the course's
+# patient, `query` the FHIR search's `patient` (none without one), `new` the patient the
+# request created, `-` none. A route whose action is `-` leaves no row at all.
+AUDIT_TABLE = """
+                                                              action  resource_type         patient
+GET    /api/v1/instruments                                    -       -                     -
+POST   /api/v1/patients                                       create  patient               new
+GET    /api/v1/patients                                       read    patient               -
+GET    /api/v1/patients/{patient_id}                          read    patient               path
+PATCH  /api/v1/patients/{patient_id}                          update  patient               path
+POST   /api/v1/patients/{patient_id}/courses                  create  course                path
+GET    /api/v1/patients/{patient_id}/courses                  read    course                path
+GET    /api/v1/courses/{course_id}                            read    course                course
+PATCH  /api/v1/courses/{course_id}                            update  course                course
+POST   /api/v1/courses/{course_id}/frequency                  update  course                course
+GET    /api/v1/courses/{course_id}/frequency-history          read    frequency-history     course
+POST   /api/v1/courses/{course_id}/sessions                   create  session               course
+GET    /api/v1/courses/{course_id}/sessions                   read    session               course
+POST   /api/v1/patients/{patient_id}/observations             create  observation           path
+POST   /api/v1/patients/{patient_id}/observations/batch       create  observation           path
+GET    /api/v1/patients/{patient_id}/observations             read    observation           path
+GET    /api/v1/patients/{patient_id}/trends                   read    trend                 path
+GET    /api/v1/courses/{course_id}/recommendation             read    recommendation        course
+GET    /api/v1/cohort/summary                                 read    cohort                -
+POST   /api/v1/tokens                                         create  token                 -
+DELETE /api/v1/tokens/{token_id}                              delete  token                 -
+GET    /api/v1/audit                                          read    audit                 -
+GET    /api/v1/tokens                                         read    token                 -
+GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
+GET    /fhir/R4/metadata                                      -       -                     -
+GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
+GET    /fhir/R4/Patient/{patient_id}/$everything              export  patient-record        path
+GET    /fhir/R4/Observation                                   read    observation           query
+GET    /fhir/R4/Procedure                                     read    session               query
+GET    /fhir/R4/CarePlan                                      read    course                query
+GET    /fhir/R4/$export                                       export  bulk-export           -
+GET    /fhir/R4/Patient/$export                               export  bulk-export           -
+GET    /fhir/R4/$export-status/{job_id}                       read    bulk-export           -
+DELETE /fhir/R4/$export-status/{job_id}                       delete  bulk-export           -
+GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson  export  bulk-export           -
+"""
+
+Route = tuple[str, str]  # (method, path template)
+Mark = Literal["x", ".", "own"]
+Subject = Literal["path", "course", "query", "new", "-"]
+Target = Literal["own", "other", "none"]  # whose data the request names (`none`: no patient)
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@dataclass(frozen=True)
+class Audited:
+    action: str
+    resource_type: str
+    subject: Subject
+
+
+def _rows(table: str, width: int) -> dict[Route, list[str]]:
+    rows: dict[Route, list[str]] = {}
+    for line in table.splitlines():
+        if not line.strip() or line.startswith(" "):  # blank, or the header
+            continue
+        method, path, *cells = line.split()
+        assert len(cells) == width, f"{line!r}: {len(cells)} cells, not {width}"
+        assert (method, path) not in rows, f"{method} {path} twice"
+        rows[(method, path)] = cells
+    return rows
+
+
+def _contract() -> dict[Route, dict[str, Mark]]:
+    marks = get_args(Mark)
+    contract = {}
+    for route, cells in _rows(CONTRACT_TABLE, len(ROLES)).items():
+        assert set(cells) <= set(marks), f"{route}: marks are {marks}"
+        contract[route] = {role: cast(Mark, cell) for role, cell in zip(ROLES, cells, strict=True)}
+    return contract
+
+
+def _audit() -> dict[Route, Audited | None]:
+    audit: dict[Route, Audited | None] = {}
+    for route, (action, resource_type, subject) in _rows(AUDIT_TABLE, 3).items():
+        assert subject in get_args(Subject), f"{route}: {subject}"
+        audited = Audited(action, resource_type, cast(Subject, subject))
+        audit[route] = None if action == "-" else audited
+    return audit
+
+
+CONTRACT = _contract()
+AUDIT = _audit()
+
+
+def test_every_route_has_a_row_and_every_row_is_a_route(app: FastAPI) -> None:
+    routes = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith(("/api/", "/fhir/"))
+        for method in operations
+        if method in HTTP_METHODS
+    }
+    assert routes, "no routes found"
+    missing = sorted(routes - CONTRACT.keys())
+    assert not missing, f"routes with no row in CONTRACT_TABLE (write one from the docs): {missing}"
+    stale = sorted(CONTRACT.keys() - routes)
+    assert not stale, f"rows for routes that do not exist: {stale}"
+    assert AUDIT.keys() == CONTRACT.keys(), "CONTRACT_TABLE and AUDIT_TABLE name other routes"
+
+
+# --- one set of patients, courses, tokens and export jobs for the module -------------------
+
+
+@dataclass
+class World:
+    engine: AsyncEngine
+    clients: dict[str, httpx.AsyncClient]  # one per role; the patient's is bound to `own`
+    patients: dict[str, str]  # own, other
+    courses: dict[str, str]  # own, other: a course of each patient
+    token_id: str  # a token for DELETE /tokens/{id} (revoking it again is a 204 too)
+    read_job: str  # an export job of the integration token's: it and admins may read it
+    cancel_jobs: dict[str, str]  # role → a job it may cancel (admin's, integration's own)
+    serial: itertools.count[int]  # makes each recorded time different
+
+    def call(self, route: Route, role: str, target: Target) -> Call:
+        method, template = route
+        whose = "other" if target == "other" else "own"
+        patient, course = self.patients[whose], self.courses[whose]
+        job = self.cancel_jobs.get(role, self.read_job) if method == "DELETE" else self.read_job
+        url = template.format(
+            patient_id=patient, course_id=course, token_id=self.token_id, job_id=job,
+            resource_type="Observation",
+        )  # fmt: skip
+        audited = AUDIT[route]
+        params, headers = {}, {}
+        if audited is not None and audited.subject == "query" and target != "none":
+            # Both forms FHIR allows: a bare id for one's own, a reference for the other's.
+            params["patient"] = patient if target == "own" else f"Patient/{patient}"
+        if template.endswith("$export"):
+            headers["Prefer"] = "respond-async"
+        named = bool(params) or "{patient_id}" in template or "{course_id}" in template
+        body = _body(route, next(self.serial))
+        return Call(method, url, params, headers, body, patient if named else None)
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    patient: str | None  # the patient the request names, in its path, course or query
+
+
+def _body(route: Route, serial: int) -> dict[str, Any] | None:
+    """A valid body for each writing route, so that an allowed request really writes."""
+    when = (datetime.now(UTC) - timedelta(hours=2, minutes=serial)).isoformat()
+    observation = {"instrument": "pain-nrs", "value": serial % 11, "recorded_at": when}
+    bodies: dict[Route, dict[str, Any]] = {
+        ("POST", "/api/v1/patients"): {"name": f"Contract Patient {serial}"},
+        ("PATCH", "/api/v1/patients/{patient_id}"): {"condition": f"condition {serial}"},
+        ("POST", "/api/v1/patients/{patient_id}/courses"): {
+            "indication": "spondylosis", "region": "cervical", "technique": "paravertebral",
+            "start_date": (datetime.now(UTC) - timedelta(days=3)).date().isoformat(),
+        },
+        ("PATCH", "/api/v1/courses/{course_id}"): {"notes": f"note {serial}"},
+        ("POST", "/api/v1/courses/{course_id}/frequency"): {
+            "sessions_per_week": 1 + serial % 3, "reason": "contract"
+        },
+        ("POST", "/api/v1/courses/{course_id}/sessions"): {"performed_at": when},
+        ("POST", "/api/v1/patients/{patient_id}/observations"): observation,
+        ("POST", "/api/v1/patients/{patient_id}/observations/batch"): {
+            "observations": [observation]
+        },
+        ("POST", "/api/v1/tokens"): {"role": "dashboard"},
+    }  # fmt: skip
+    return bodies.get(route)
+
+
+@pytest.fixture(scope="module")
+async def world(app: FastAPI) -> AsyncIterator[World]:
+    engine = app_state(app).engine
+
+    async def issue(role: str, patient_id: str | None = None) -> tuple[str, str]:
+        """A real token, issued as `outcomes tokens create` does: (secret, id)."""
+        async with create_sessionmaker(engine)() as session, session.begin():
+            issued = await TokenService(session).issue(
+                role, uuid.UUID(patient_id) if patient_id else None
+            )
+        return issued.token, str(issued.row.id)
+
+    staff = client_of(app, (await issue("clinician"))[0])
+    patients, courses = {}, {}
+    for whose in ("own", "other"):
+        patient = await create_patient(staff, name=f"Contract {whose}", external_id=f"MRN-{whose}")
+        course = await create_course(staff, patient["id"])
+        await create_session(staff, course["id"])
+        await create_observation(staff, patient["id"], course_id=course["id"])
+        patients[whose], courses[whose] = patient["id"], course["id"]
+    await staff.aclose()
+    clients = {}
+    for role in ROLES:
+        secret, _ = await issue(role, patients["own"] if role == "patient" else None)
+        clients[role] = client_of(app, secret)
+
+    async def export_job(role: str) -> str:
+        response = await clients[role].get(
+            "/fhir/R4/$export", params={"_type": "Observation"}, headers={"Prefer": "respond-async"}
+        )
+        assert response.status_code == 202, response.text
+        return response.headers["content-location"].rsplit("/", 1)[-1]
+
+    read_job = await export_job("integration")
+    cancel_jobs = {role: await export_job(role) for role in ("admin", "integration")}
+    _, token_id = await issue("dashboard")
+    yield World(
+        engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count()
+    )
+    for client in clients.values():
+        await client.aclose()
+    await empty_tables(engine)
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+async def send(world: World, role: str, call: Call) -> httpx.Response:
+    return await world.clients[role].request(
+        call.method, call.url, params=call.params, headers=call.headers, json=call.body
+    )
+
+
+async def assert_audited(
+    world: World, route: Route, role: str, call: Call, response: httpx.Response, allowed: bool
+) -> None:
+    """The request left exactly the audit row AUDIT_TABLE describes (or none, if it says so)."""
+    request_id = response.headers["x-request-id"]
+    async with world.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    AuditEvent.role,
+                    AuditEvent.action,
+                    AuditEvent.resource_type,
+                    AuditEvent.patient_id,
+                    AuditEvent.outcome,
+                    AuditEvent.status,
+                ).where(AuditEvent.request_id == request_id)
+            )
+        ).all()
+    audited = AUDIT[route]
+    if audited is None:
+        assert rows == [], f"{route} is not audited, but left {rows}"
+        return
+    if audited.subject == "new":
+        patient = response.json()["id"] if allowed else None
+    else:
+        patient = None if audited.subject == "-" else call.patient
+    expected = (
+        role,
+        audited.action,
+        audited.resource_type,
+        uuid.UUID(patient) if patient else None,
+        "allowed" if allowed else "denied",
+        response.status_code,
+    )
+    assert [tuple(row) for row in rows] == [expected], (role, route)
+
+
+def _cell_id(route: Route, role: str) -> str:
+    return f"{role} {route[0]} {route[1]}"
+
+
+CELLS = [(route, role) for route in CONTRACT for role in ROLES]
+
+
+@pytest.mark.parametrize(("route", "role"), CELLS, ids=[_cell_id(*cell) for cell in CELLS])
+async def test_each_role_on_each_route(world: World, route: Route, role: str) -> None:
+    """A "no" is a 403; a "yes" (and "own", on the token's own patient) succeeds."""
+    allowed = CONTRACT[route][role] != "."
+    call = world.call(route, role, "own")
+    response = await send(world, role, call)
+    if allowed:
+        assert 200 <= response.status_code < 300, (role, route, response.text[:300])
+    else:
+        assert response.status_code == 403, (role, route, response.text[:300])
+    await assert_audited(world, route, role, call, response, allowed)
+
+
+# Every route that names a patient: in its path, through a course, or in a FHIR search.
+NAMING = [
+    route
+    for route, audited in AUDIT.items()
+    if "{patient_id}" in route[1]
+    or "{course_id}" in route[1]
+    or (audited is not None and audited.subject == "query")
+]
+
+
+@pytest.mark.parametrize("route", NAMING, ids=[f"{m} {p}" for m, p in NAMING])
+async def test_a_patient_token_on_another_patients_data(world: World, route: Route) -> None:
+    """`own` routes answer 404 for another patient (as for an id that does not exist); the
+    routes a patient may not use at all stay a 403."""
+    call = world.call(route, "patient", "other")
+    response = await send(world, "patient", call)
+    expected = 404 if CONTRACT[route]["patient"] == "own" else 403
+    assert response.status_code == expected, (route, response.text[:300])
+    for secret in ("Contract other", "MRN-other"):
+        assert secret not in response.text
+    await assert_audited(world, route, "patient", call, response, allowed=False)
+
+
+SEARCHES = [route for route, audited in AUDIT.items() if audited and audited.subject == "query"]
+SEARCH_CELLS = [(route, role) for route in SEARCHES for role in ROLES]
+
+
+@pytest.mark.parametrize(
+    ("route", "role"), SEARCH_CELLS, ids=[_cell_id(*cell) for cell in SEARCH_CELLS]
+)
+async def test_a_search_naming_no_patient(world: World, route: Route, role: str) -> None:
+    """It covers every patient: a patient token must name its own (else 404, docs/fhir.md)."""
+    mark = CONTRACT[route][role]
+    call = world.call(route, role, "none")
+    response = await send(world, role, call)
+    expected = {"x": 200, ".": 403, "own": 404}[mark]
+    assert response.status_code == expected, (role, route, response.text[:300])
+    await assert_audited(world, route, role, call, response, allowed=mark == "x")
