@@ -238,7 +238,9 @@ class Call:
 def _body(route: Route, serial: int) -> dict[str, Any] | None:
     """A valid body for each writing route, so that an allowed request really writes."""
     when = (datetime.now(UTC) - timedelta(hours=2, minutes=serial)).isoformat()
-    observation = {"instrument": "pain-nrs", "value": serial % 11, "recorded_at": when}
+    # An ODI score fits lumbar courses only, and the routes here add cervical ones: it is never
+    # a value two courses could claim (that would be a 422 asking for its course_id).
+    observation = {"instrument": "odi", "value": serial % 101, "recorded_at": when}
     bodies: dict[Route, dict[str, Any]] = {
         ("POST", "/api/v1/patients"): {"name": f"Contract Patient {serial}"},
         ("PATCH", "/api/v1/patients/{patient_id}"): {"condition": f"condition {serial}"},
