@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.core.errors import AppError
+from app.core.errors import PROBLEM_MEDIA_TYPE, AppError
 from app.core.migrations import schema_state
 from app.core.state import app_state
 from app.core.telemetry import render_metrics
@@ -34,7 +34,12 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
-    responses={503: {"description": "Database unreachable, or its schema not at the latest"}},
+    responses={
+        503: {
+            "description": "Database unreachable, or its schema not at the latest",
+            "content": {PROBLEM_MEDIA_TYPE: {}},  # the Problem schema (app/main.py)
+        }
+    },
 )
 async def readyz(request: Request) -> Health:
     """The service can reach its database, and the database's schema is the one this version

@@ -77,3 +77,20 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert 'route="/api/v1/patients/{patient_id}"' in text
     assert "outcomes_http_request_duration_seconds_bucket" in text
     assert "0000-4000" not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/fhir/R4/$export-status/00000000-0000-4000-8000-000000000003", "DELETE, GET"),
+        ("/fhir/R4/Patient/$export", "GET"),
+        ("/fhir/R4/$export-file/00000000-0000-4000-8000-000000000003/Patient.ndjson", "GET"),
+        (f"{API}/courses/00000000-0000-4000-8000-000000000003", "GET, PATCH"),
+    ],
+)
+async def test_a_405_names_every_method_of_the_resource_even_with_a_dollar_in_its_path(
+    client: httpx.AsyncClient, path: str, allow: str
+) -> None:
+    response = await client.request("PUT", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
