@@ -6,33 +6,109 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
+from alembic.util.exc import CommandError as AlembicError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from app.auth.models import ROLES
 from app.auth.schemas import TokenCreate
 from app.auth.service import IssuedToken, TokenService
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, get_settings, to_async_url
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import AppError, validation_errors
-from app.core.migrations import upgrade
+from app.core.migrations import SchemaState, schema_state, upgrade
 
 log = logging.getLogger("outcomes")
+
+
+class CommandFailed(Exception):
+    """A command cannot go on; its message is the one line it prints (never a traceback)."""
 
 
 def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _where(database_url: str) -> str:
+    """The database, for a message: no user name, no password."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {url.database}"
+    host = f"{url.host or 'localhost'}{f':{url.port}' if url.port else ''}"
+    return f"PostgreSQL database {url.database} on {host}"
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in a line: the driver's own words for a connection that failed (they
+    name the host or the database, never data), else the kind of error."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError):
+        return type(exc).__name__
+    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return first_line or type(cause).__name__
+
+
+def _database_failure(database_url: str, exc: BaseException) -> CommandFailed:
+    return CommandFailed(f"cannot use the {_where(database_url)}: {_reason(exc)}")
+
+
+def _open_sqlite(database_url: str) -> None:
+    """Open the SQLite file with the standard library first: aiosqlite, when it cannot open a
+    file, answers from its worker thread after asyncio.run has closed the loop, and that
+    thread prints a traceback of its own."""
+    path = make_url(database_url).database
+    if path and path != ":memory:":
+        try:
+            sqlite3.connect(path).close()
+        except sqlite3.Error as exc:
+            raise CommandFailed(f"cannot use the {_where(database_url)}: {exc}") from exc
+
+
+def _schema_state(database_url: str) -> SchemaState:
+    if _is_sqlite(database_url):
+        _open_sqlite(database_url)
+
+    async def read() -> SchemaState:
+        engine = create_engine(Settings(database_url=database_url))
+        try:
+            return await schema_state(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(read())
+    except (SQLAlchemyError, OSError) as exc:
+        raise _database_failure(database_url, exc) from exc
+
+
+def _require_latest_schema(database_url: str) -> None:
+    state = _schema_state(database_url)
+    if not state.at_head:
+        raise CommandFailed(state.describe())
+
+
+def _migrate(database_url: str) -> None:
+    """Upgrade to this version's latest schema; a database this version cannot migrate (out
+    of reach, or migrated by a newer version) is one line, before Alembic starts."""
+    state = _schema_state(database_url)
+    if state.from_newer_version:
+        raise CommandFailed(state.describe())
+    upgrade(database_url)
+
+
 def cmd_migrate(_args: argparse.Namespace) -> int:
     settings = get_settings()
-    upgrade(settings.database_url)
+    _migrate(settings.database_url)
     backend = make_url(settings.database_url).get_backend_name()
     print(f"database migrated to the latest schema ({backend})")
     return 0
@@ -69,7 +145,8 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
             print(f"outcomes tokens create: {error['msg']}", file=sys.stderr)
         return 2
     if _is_sqlite(settings.database_url):
-        upgrade(settings.database_url)  # the embedded default may not exist yet
+        _migrate(settings.database_url)  # the embedded default may not exist yet
+    _require_latest_schema(settings.database_url)
     try:
         issued = asyncio.run(
             _issue_token(
@@ -95,16 +172,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sqlite = _is_sqlite(settings.database_url)
     # The embedded default migrates itself so one command runs the service; a PostgreSQL
     # deployment migrates as a separate step (`outcomes migrate`) unless asked here.
-    if args.migrate or (sqlite and not args.no_migrate):
-        upgrade(settings.database_url)
-        if not asyncio.run(_has_admin(settings.database_url)):
-            # Never a default secret: the operator makes the first admin token.
-            print(
-                "No admin token exists yet. Create one with:\n"
-                "  outcomes tokens create --role admin\n"
-                "(every /api request needs `Authorization: Bearer <token>`)",
-                flush=True,
-            )
+    migrate = args.migrate or (sqlite and not args.no_migrate)
+    if migrate:
+        _migrate(settings.database_url)
+    # Never serve a schema this version was not written for: every request would fail.
+    state = _schema_state(settings.database_url)
+    if not state.at_head:
+        raise CommandFailed(
+            state.describe("run `outcomes migrate` first (or serve with `--migrate`)")
+        )
+    if migrate and not asyncio.run(_has_admin(settings.database_url)):
+        # Never a default secret: the operator makes the first admin token.
+        print(
+            "No admin token exists yet. Create one with:\n"
+            "  outcomes tokens create --role admin\n"
+            "(every /api request needs `Authorization: Bearer <token>`)",
+            flush=True,
+        )
     if sqlite and args.workers > 1:
         log.warning("SQLite serialises writers: more than one worker adds no write throughput")
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -131,8 +215,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import DemoError, run_demo
 
     today: date = args.today or datetime.now(UTC).date()
+    settings = get_settings()
+    _migrate(settings.database_url)  # run_demo migrates too: this says why it cannot, in a line
     try:
-        return run_demo(get_settings(), patients=args.patients, seed=args.seed, today=today)
+        return run_demo(settings, patients=args.patients, seed=args.seed, today=today)
     except DemoError as exc:
         print(f"demo stopped: {exc}", file=sys.stderr)
         return 1
@@ -206,11 +292,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+def _unsupported_url(database_url: str) -> str | None:
+    """Why OUTCOMES_DATABASE_URL cannot name a database of this service (None: it can). The
+    value itself is never echoed: it may hold a password."""
+    usage = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
+    try:
+        backend = to_async_url(database_url).get_backend_name()
+    except ArgumentError:
+        return f"OUTCOMES_DATABASE_URL is not a database URL ({usage})"
+    if backend not in SUPPORTED_BACKENDS:
+        return f"OUTCOMES_DATABASE_URL names {backend}, which Outcomes does not run on ({usage})"
+    return None
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, "tokens_command", None)
+    return f"outcomes {args.command}{f' {sub}' if sub else ''}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     level = get_settings().log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    if (problem := _unsupported_url(get_settings().database_url)) is not None:
+        print(f"{_command_name(args)}: {problem}", file=sys.stderr)
+        return 1
+    # A database that cannot be used is an operator's problem with one cause: one line that
+    # names it, and a non-zero exit; never a traceback.
+    try:
+        result: int = args.func(args)
+    except CommandFailed as exc:
+        print(f"{_command_name(args)}: {exc}", file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        failure = _database_failure(get_settings().database_url, exc)
+        print(f"{_command_name(args)}: {failure}", file=sys.stderr)
+        return 1
+    except AlembicError as exc:  # e.g. a database migrated by a newer version
+        print(f"{_command_name(args)}: cannot migrate the database: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -44,7 +44,20 @@ Outcomes tracks how patients respond to a course of ozone infiltrations: pain sc
 mobility measures, session logs, and the course's session frequency.
 
 Errors are RFC 9457 `application/problem+json` with an `errors` list naming each field.
+
+The schema states what the server accepts: a request it admits is served (or refused for the
+state of the records, e.g. 404 or 409), one it does not admit is refused. Strings never hold a
+NUL character (U+0000). What no JSON Schema can state is in the field's description: values
+that must not be in the future, references to other records, parameters read together.
 """
+
+# Free text may hold any character but NUL (API.md, "Failure semantics"): the pattern given to
+# every request string that no format, enum or pattern of its own already bounds.
+NO_NUL = "^[^\\x00]*$"
+# Request bodies are read with surrounding whitespace stripped (Unicode White_Space, as
+# pydantic strips it), so a required text must hold one character that is neither.
+_BLANK = "\\t-\\r\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NOT_BLANK = f"^[^\\x00]*[^\\x00{_BLANK}][^\\x00]*$"
 
 # The shape of every error (app/core/errors.py), so clients and schema-driven tests can rely on it.
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -93,15 +106,98 @@ API_ERRORS: dict[int | str, dict[str, Any]] = {
     404: _problem_doc("No such resource (or not this patient token's)"),
     413: _problem_doc("The request body is over the size limit"),
     429: _problem_doc("This token's rate limit is spent", **{"Retry-After": "Seconds to wait"}),
+    500: {
+        **_problem_doc("An internal error (never an expected one)"),
+        "headers": {
+            "X-Request-ID": {
+                "description": "The request's id, which the log line of the error names",
+                "schema": {"type": "string"},
+            }
+        },
+    },
     503: _problem_doc("The database took too long to answer", **{"Retry-After": "Seconds to wait"}),
 }
 # Any API write may conflict: a duplicate, a course that is closed, an Idempotency-Key in flight.
 CONFLICT = _problem_doc("Conflicts with the current state (or an Idempotency-Key in flight)")
 
 
+def _without_nul(schema: dict[str, Any], components: dict[str, Any], seen: set[str]) -> None:
+    """Give every free-text string of a request schema (and of the schemas it uses) NO_NUL,
+    or NOT_BLANK where it may not be empty."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name not in seen:
+            seen.add(name)
+            _without_nul(components[name], components, seen)
+        return
+    if schema.get("type") == "string" and not {"format", "enum", "const", "pattern"} & set(schema):
+        schema["pattern"] = NOT_BLANK if schema.get("minLength", 0) >= 1 else NO_NUL
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            _without_nul(schema[key], components, seen)
+    for key in ("anyOf", "oneOf", "allOf"):
+        for branch in schema.get(key, []):
+            _without_nul(branch, components, seen)
+    for sub in schema.get("properties", {}).values():
+        _without_nul(sub, components, seen)
+
+
+# OpenAPI links: where a created resource's id is used next. Clients read them as the API's
+# map; schemathesis's stateful phase follows them (tests/test_fuzz.py).
+_PATIENT = {"patient_id": "$response.body#/id"}
+_COURSE = {"course_id": "$response.body#/id"}
+_LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
+    ("post", "/api/v1/patients", "201"): [
+        ("get", "/api/v1/patients/{patient_id}", _PATIENT),
+        ("patch", "/api/v1/patients/{patient_id}", _PATIENT),
+        ("post", "/api/v1/patients/{patient_id}/courses", _PATIENT),
+        ("get", "/api/v1/patients/{patient_id}/courses", _PATIENT),
+        ("post", "/api/v1/patients/{patient_id}/observations", _PATIENT),
+        ("post", "/api/v1/patients/{patient_id}/observations/batch", _PATIENT),
+        ("get", "/api/v1/patients/{patient_id}/observations", _PATIENT),
+        ("get", "/api/v1/patients/{patient_id}/trends", _PATIENT),
+        ("get", "/api/v1/patients/{patient_id}/summary", _PATIENT),
+        ("get", "/fhir/R4/Patient/{patient_id}", _PATIENT),
+        ("get", "/fhir/R4/Patient/{patient_id}/$everything", _PATIENT),
+    ],
+    ("post", "/api/v1/patients/{patient_id}/courses", "201"): [
+        ("get", "/api/v1/courses/{course_id}", _COURSE),
+        ("patch", "/api/v1/courses/{course_id}", _COURSE),
+        ("post", "/api/v1/courses/{course_id}/frequency", _COURSE),
+        ("get", "/api/v1/courses/{course_id}/frequency-history", _COURSE),
+        ("post", "/api/v1/courses/{course_id}/sessions", _COURSE),
+        ("get", "/api/v1/courses/{course_id}/sessions", _COURSE),
+        ("get", "/api/v1/courses/{course_id}/recommendation", _COURSE),
+        (
+            "get",
+            "/api/v1/patients/{patient_id}/trends",
+            {"patient_id": "$response.body#/patient_id", "course_id": "$response.body#/id"},
+        ),
+    ],
+    ("post", "/api/v1/courses/{course_id}/sessions", "201"): [
+        ("get", "/api/v1/courses/{course_id}/sessions", {"course_id": "$response.body#/course_id"}),
+        ("get", "/api/v1/courses/{course_id}", {"course_id": "$response.body#/course_id"}),
+    ],
+    ("post", "/api/v1/tokens", "201"): [
+        ("delete", "/api/v1/tokens/{token_id}", {"token_id": "$response.body#/id"}),
+    ],
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    for (method, path, status), targets in _LINKS.items():
+        response = paths[path][method]["responses"][status]
+        links = response.setdefault("links", {})
+        for target_method, target_path, parameters in targets:
+            operation_id = paths[target_path][target_method]["operationId"]
+            links[operation_id] = {"operationId": operation_id, "parameters": parameters}
+
+
 def _document_api(app: FastAPI) -> None:
-    """The bearer token on every /api operation, and a 409 on every POST and PATCH there
-    (unless its router documents one already)."""
+    """The bearer token on every /api and /fhir operation, a 409 on every POST and PATCH under
+    /api (unless its router documents one already), and the Problem schema wherever an answer
+    is documented as problem+json without one (the operations endpoints')."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -109,12 +205,24 @@ def _document_api(app: FastAPI) -> None:
             schema = build()
             schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
             schemes["bearerAuth"] = {"type": "http", "scheme": "bearer"}
+            _add_links(schema)
+            seen: set[str] = set()  # the request components given NO_NUL already
             for path, item in schema["paths"].items():
-                if not path.startswith("/api/"):
-                    continue
                 for method, operation in item.items():
+                    for response in operation["responses"].values():
+                        problem = response.get("content", {}).get(PROBLEM_MEDIA_TYPE)
+                        if problem is not None and not problem.get("schema"):
+                            problem["schema"] = PROBLEM_SCHEMA
+                    if not path.startswith(("/api/", "/fhir/")):
+                        continue
+                    components = schema["components"].get("schemas", {})
+                    for parameter in operation.get("parameters", []):
+                        if parameter["in"] in ("query", "path"):
+                            _without_nul(parameter["schema"], components, seen)
+                    for media in operation.get("requestBody", {}).get("content", {}).values():
+                        _without_nul(media["schema"], components, seen)
                     operation.setdefault("security", [{"bearerAuth": []}])
-                    if method in ("post", "patch"):
+                    if path.startswith("/api/") and method in ("post", "patch"):
                         operation["responses"].setdefault("409", CONFLICT)
         return build()
 
@@ -131,8 +239,12 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     table: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allow", None)
     if table is None:
         table = []
-        for path, item in app.openapi()["paths"].items():
-            pattern = re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$")
+        # Literal segments first: `/Patient/$export` is not `/Patient/{patient_id}`.
+        paths = sorted(app.openapi()["paths"].items(), key=lambda pair: pair[0].count("{"))
+        for path, item in paths:
+            # The path's text is literal (`$export` has a `$`); only its {parameters} vary.
+            parts = re.split(r"\{[^/}]+\}", path)
+            pattern = re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
             table.append((pattern, ", ".join(sorted(m.upper() for m in item if m in _METHODS))))
         app.state.allow = table
     allow = next((methods for pattern, methods in table if pattern.match(request.url.path)), None)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.core.errors import AppError
+from app.core.errors import PROBLEM_MEDIA_TYPE, AppError
+from app.core.migrations import schema_state
 from app.core.state import app_state
 from app.core.telemetry import render_metrics
 
@@ -32,15 +32,25 @@ async def healthz() -> Health:
 
 
 @router.get(
-    "/readyz", response_model=Health, responses={503: {"description": "Database unreachable"}}
+    "/readyz",
+    response_model=Health,
+    responses={
+        503: {
+            "description": "Database unreachable, or its schema not at the latest",
+            "content": {PROBLEM_MEDIA_TYPE: {}},  # the Problem schema (app/main.py)
+        }
+    },
 )
 async def readyz(request: Request) -> Health:
-    """The service can reach its database."""
+    """The service can reach its database, and the database's schema is the one this version
+    of the service was written for (every migration applied)."""
     try:
-        async with app_state(request).engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        state = await schema_state(app_state(request).engine)
     except (SQLAlchemyError, OSError) as exc:
         raise NotReady("The database is unreachable.") from exc
+    if not state.at_head:
+        description = state.describe()
+        raise NotReady(description[0].upper() + description[1:] + ".")
     return Health(status="ready")
 
 

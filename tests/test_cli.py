@@ -1,21 +1,31 @@
-"""The `outcomes` command: help, `migrate` on a fresh database, and `tokens create`."""
+"""The `outcomes` command: help, `migrate` on a fresh database, `tokens create`, and what every
+command does with a database whose schema is not at this version's latest: one line naming
+the fix, a non-zero exit, no traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.cli import main
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, get_settings, to_async_url
+from app.core.migrations import head_revisions, schema_state
 from app.main import create_app
+from tests.migrations.support import drop_scratch, scratch_database
+from tests.support import migrate
 
 
 @pytest.fixture
@@ -227,3 +237,211 @@ def test_tokens_create_help_names_its_options(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for option in ("--role", "--patient", "--expires-in"):
         assert option in out
+
+
+# --- a database whose schema is not the one this version was written for -----------------
+#
+# On the test database's kind (a scratch SQLite file, or a scratch PostgreSQL database made and
+# dropped by the test): empty, as the README's first `outcomes serve` finds it, or migrated by
+# a newer version of the service.
+
+FUTURE_REVISION = "9999_from_a_newer_version"
+
+
+@pytest.fixture
+async def scratch_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of the test database's kind (made for this test, dropped after)."""
+    url, admin = await scratch_database(database_url, str(tmp_path))
+    try:
+        yield url
+    finally:
+        await drop_scratch(url, admin)
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+async def _revisions(url: str) -> frozenset[str]:
+    engine = create_async_engine(to_async_url(url))
+    try:
+        return (await schema_state(engine)).current
+    finally:
+        await engine.dispose()
+
+
+def revisions(url: str) -> frozenset[str]:
+    """The Alembic revisions the database is at (none: no schema)."""
+    return asyncio.run(_revisions(url))
+
+
+async def _stamp_future(url: str) -> None:
+    engine = create_async_engine(to_async_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE_REVISION}
+            )
+    finally:
+        await engine.dispose()
+
+
+def run_outcomes(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, as an operator runs it (its own process, logging and exit)."""
+    env = {**os.environ, "OUTCOMES_DATABASE_URL": url}
+    return subprocess.run(  # noqa: S603 (this interpreter, fixed arguments)
+        [sys.executable, "-m", "app.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], *, says: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0], lines[0]
+
+
+def test_serve_refuses_an_unmigrated_database_in_one_line_naming_migrate(
+    scratch_url: str,
+) -> None:
+    # PostgreSQL is never migrated by `serve` unless asked; SQLite only with --no-migrate.
+    argv = ["serve", "--port", "1"] + ([] if is_postgres(scratch_url) else ["--no-migrate"])
+    result = run_outcomes(scratch_url, *argv)
+
+    assert_one_line(result, says="run `outcomes migrate` first (or serve with `--migrate`)")
+    assert result.stderr.startswith("outcomes serve: the database has no Outcomes schema yet")
+    assert "Outcomes API on" not in result.stdout  # it never started the server
+    assert revisions(scratch_url) == frozenset()  # and wrote nothing
+
+
+@pytest.mark.usefixtures("fresh_settings")
+@pytest.mark.parametrize("flags", [["--migrate"], []], ids=["--migrate", "default"])
+def test_serve_migrates_when_asked_and_the_sqlite_default_always(
+    scratch_url: str,
+    flags: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", scratch_url)
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: served.append(kwargs))
+    migrates = bool(flags) or not is_postgres(scratch_url)
+
+    status = main(["serve", "--port", "8123", *flags])
+
+    captured = capsys.readouterr()
+    if migrates:
+        assert status == 0, captured.err
+        assert revisions(scratch_url) == head_revisions()
+        assert [call["port"] for call in served] == [8123]
+        assert "No admin token exists yet" in captured.out
+    else:  # PostgreSQL without --migrate
+        assert status == 1
+        assert served == []
+        assert "outcomes migrate" in captured.err
+
+
+@pytest.mark.usefixtures("fresh_settings")
+@pytest.mark.parametrize(
+    "argv",
+    [["serve"], ["migrate"], ["tokens", "create", "--role", "admin"], ["demo", "--patients", "1"]],
+    ids=["serve", "migrate", "tokens-create", "demo"],
+)
+def test_every_command_on_a_newer_schema_says_so_in_one_line(
+    scratch_url: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    migrate(scratch_url, "head")
+    asyncio.run(_stamp_future(scratch_url))
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", scratch_url)
+    get_settings.cache_clear()
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("served"))
+
+    status = main(argv)
+
+    err = capsys.readouterr().err
+    name = " ".join(argv[:2] if argv[0] == "tokens" else argv[:1])
+    assert status == 1
+    assert err.startswith(f"outcomes {name}: the database schema is at revision {FUTURE_REVISION}")
+    assert err.count("\n") == 1
+    assert "which this version of Outcomes does not know" in err
+    assert revisions(scratch_url) == {FUTURE_REVISION}  # nothing was changed
+
+
+@pytest.mark.postgres_only
+def test_tokens_create_on_an_unmigrated_postgresql_says_migrate_in_one_line(
+    scratch_url: str,
+) -> None:
+    # The README's first steps on PostgreSQL, with the migration forgotten.
+    result = run_outcomes(scratch_url, "tokens", "create", "--role", "admin")
+
+    assert_one_line(result, says="run `outcomes migrate`")
+    assert result.stderr.startswith("outcomes tokens create: the database has no Outcomes schema")
+    assert "otk_" not in result.stdout
+    assert revisions(scratch_url) == frozenset()
+
+
+@pytest.mark.postgres_only
+def test_tokens_create_on_an_older_postgresql_schema_names_both_revisions(
+    scratch_url: str,
+) -> None:
+    migrate(scratch_url, "0005")
+
+    result = run_outcomes(scratch_url, "tokens", "create", "--role", "admin")
+
+    assert_one_line(result, says="at revision 0005, not the latest")
+    assert "run `outcomes migrate`" in result.stderr
+    assert revisions(scratch_url) == {"0005"}
+
+
+@pytest.mark.parametrize(
+    ("url", "argv"),
+    [
+        # A SQLite file in a folder that does not exist cannot be opened.
+        ("sqlite:///{tmp_path}/missing/outcomes.db", ["migrate"]),
+        # A PostgreSQL server that is not there (the discard port is closed).
+        (
+            "postgresql://outcomes:secret-pw@127.0.0.1:9/outcomes",
+            ["tokens", "create", "--role", "admin"],
+        ),
+    ],
+    ids=["sqlite-migrate", "postgresql-tokens-create"],
+)
+def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback(
+    tmp_path: Path, url: str, argv: list[str]
+) -> None:
+    result = run_outcomes(url.format(tmp_path=tmp_path), *argv)
+
+    assert_one_line(result, says="cannot use the")
+    assert "secret-pw" not in result.stderr
+
+
+@pytest.mark.usefixtures("fresh_settings")
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("", "OUTCOMES_DATABASE_URL is not a database URL"),
+        ("mysql://outcomes:secret-pw@db/outcomes", "OUTCOMES_DATABASE_URL names mysql"),
+    ],
+    ids=["empty", "mysql"],
+)
+def test_a_database_url_the_service_cannot_use_is_one_line(
+    url: str, says: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", url)
+    get_settings.cache_clear()
+
+    assert main(["tokens", "create", "--role", "admin"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"outcomes tokens create: {says}")
+    assert err.count("\n") == 1
+    assert "secret-pw" not in err

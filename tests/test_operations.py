@@ -1,8 +1,9 @@
-"""Operations: readiness reflects the database; logs carry no PHI."""
+"""Operations: readiness reflects the database and its schema; logs carry no PHI."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from tests.factories import API
-from tests.support import assert_problem
+from tests.migrations.support import drop_scratch, scratch_database
+from tests.support import assert_problem, migrate
 
 
 async def test_readyz_is_503_problem_when_the_database_is_unreachable(tmp_path: object) -> None:
@@ -21,6 +23,37 @@ async def test_readyz_is_503_problem_when_the_database_is_unreachable(tmp_path: 
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             assert_problem(await client.get("/readyz"), 503)
             assert (await client.get("/healthz")).status_code == 200
+
+
+async def _readyz(database_url: str) -> httpx.Response:
+    app = create_app(Settings(database_url=database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/readyz")
+
+
+async def test_readyz_is_503_naming_migrate_until_the_schema_is_at_the_latest_revision(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A database of the test database's kind, empty as the README's first `serve` finds it.
+    scratch, admin = await scratch_database(database_url, str(tmp_path))
+    try:
+        empty = assert_problem(await _readyz(scratch), 503)
+        assert "no Outcomes schema yet" in empty["detail"]
+        assert "run `outcomes migrate`" in empty["detail"]
+
+        migrate(scratch, "0005")
+        behind = assert_problem(await _readyz(scratch), 503)
+        assert "at revision 0005, not the latest" in behind["detail"]
+        assert "run `outcomes migrate`" in behind["detail"]
+
+        migrate(scratch, "head")
+        ready = await _readyz(scratch)
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready"}
+    finally:
+        await drop_scratch(scratch, admin)
 
 
 async def test_access_log_names_the_route_not_the_url(
@@ -44,3 +77,20 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert 'route="/api/v1/patients/{patient_id}"' in text
     assert "outcomes_http_request_duration_seconds_bucket" in text
     assert "0000-4000" not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/fhir/R4/$export-status/00000000-0000-4000-8000-000000000003", "DELETE, GET"),
+        ("/fhir/R4/Patient/$export", "GET"),
+        ("/fhir/R4/$export-file/00000000-0000-4000-8000-000000000003/Patient.ndjson", "GET"),
+        (f"{API}/courses/00000000-0000-4000-8000-000000000003", "GET, PATCH"),
+    ],
+)
+async def test_a_405_names_every_method_of_the_resource_even_with_a_dollar_in_its_path(
+    client: httpx.AsyncClient, path: str, allow: str
+) -> None:
+    response = await client.request("PUT", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow

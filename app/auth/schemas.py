@@ -2,16 +2,33 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from app.core.schemas import RequestModel, ResponseModel
 
 Role = Literal["admin", "clinician", "patient", "integration", "dashboard"]
 
 
+def _patient_binding_schema(schema: dict[str, Any]) -> None:
+    """A patient token names its patient; no other token names one."""
+    others = [role for role in get_args(Role) if role != "patient"]
+    schema["oneOf"] = [
+        {
+            "properties": {
+                "role": {"const": "patient"},
+                "patient_id": {"type": "string", "format": "uuid"},
+            },
+            "required": ["patient_id"],
+        },
+        {"properties": {"role": {"enum": others}, "patient_id": {"type": "null"}}},
+    ]
+
+
 class TokenCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=_patient_binding_schema)
+
     role: Role
     patient_id: uuid.UUID | None = Field(None, description="Required for, and only for, `patient`.")
     expires_in_days: Annotated[float, Field(gt=0, le=3650, allow_inf_nan=False)] | None = Field(

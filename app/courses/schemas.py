@@ -2,9 +2,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    JsonValue,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.config import JsonDict
 
 from app.analytics.registry import DEFAULT_POLICY, policies
 from app.core.schemas import IsoDate, RequestModel, ResponseModel
@@ -27,11 +35,27 @@ def _plausible_start(value: date) -> date:
     return value
 
 
+def _known_policies(schema: JsonDict) -> None:
+    schema["enum"] = list[JsonValue](sorted(policies()))
+
+
 class CourseCreate(RequestModel):
     indication: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     region: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     technique: Technique
-    start_date: Annotated[IsoDate, AfterValidator(_plausible_start)]
+    start_date: Annotated[
+        IsoDate,
+        AfterValidator(_plausible_start),
+        # The bounds the validator keeps: from 2000 (the pattern), to a year from today.
+        WithJsonSchema(
+            {
+                "type": "string",
+                "format": "date",
+                "pattern": "^[2-9][0-9]{3}-[0-9]{2}-[0-9]{2}$",
+                "description": "YYYY-MM-DD, from 2000-01-01 to a year from today.",
+            }
+        ),
+    ]
     sessions_per_week: SessionsPerWeek = 3
     adjustment: Adjustment = Field(
         "auto",
@@ -40,7 +64,10 @@ class CourseCreate(RequestModel):
     max_sessions: Annotated[int, Field(ge=1, le=500)] | None = None
     notes: Notes | None = None
     policy: str = Field(
-        DEFAULT_POLICY, description="The frequency policy that steers the course (a registry id)."
+        DEFAULT_POLICY,
+        description="The frequency policy that steers the course (a registry id).",
+        # The ids the validator accepts: those of this deployment (read when the schema is).
+        json_schema_extra=_known_policies,
     )
 
     @field_validator("policy")
@@ -52,9 +79,11 @@ class CourseCreate(RequestModel):
 
 
 class CourseUpdate(RequestModel):
-    status: CourseStatus | None = Field(
-        None, description="`completed` and `discontinued` are final."
-    )
+    # Left out to keep the status; never null (so the schema has no null for it).
+    status: Annotated[
+        CourseStatus | None,
+        WithJsonSchema({"type": "string", "enum": list(get_args(CourseStatus))}),
+    ] = Field(None, description="`completed` and `discontinued` are final.")
     notes: Notes | None = Field(None, description="Null clears the notes.")
 
     @field_validator("status")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
@@ -47,7 +48,15 @@ from app.fhir import mapping
 from app.fhir.models import ExportJob
 from app.fhir.repository import SECTIONS, FhirRepository
 from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse
-from app.fhir.search import InvalidSearch, SearchQuery, TimeBound, parse_instant
+from app.fhir.search import (
+    PARAMS,
+    InvalidSearch,
+    SearchQuery,
+    TimeBound,
+    admits,
+    declared,
+    parse_instant,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +65,16 @@ NDJSON_MEDIA_TYPE = "application/fhir+ndjson"
 OUTPUT_FORMATS = frozenset({NDJSON_MEDIA_TYPE, "application/ndjson", "ndjson"})
 # The order of a manifest's files; every type is in the Patient compartment.
 EXPORT_TYPES = ("Patient", "CarePlan", "Procedure", "Observation")
+ExportType = Literal["Patient", "CarePlan", "Procedure", "Observation"]
 # Resources that never change once written: bounded above by the transaction time.
 IMMUTABLE = frozenset({"Procedure", "Observation"})
 KICK_OFF_PARAMS = frozenset({"_type", "_since", "_outputFormat"})
+# What a kick-off accepts, as the OpenAPI schema declares it and parse_kick_off checks it.
+_TYPE = f"(?:{'|'.join(EXPORT_TYPES)})"
+TYPE_PATTERN = f"^{_TYPE}(?:,{_TYPE})*$"  # a comma-separated list of exportable types
+# `Prefer` is a list of preferences (RFC 7240) separated by commas (or semicolons, which
+# separate a preference's parameters): one of them must be `respond-async`.
+PREFER_PATTERN = r"^(?:.*[,;])?[ \t]*respond-async[ \t]*(?:[,;].*)?$"
 _TICK = timedelta(microseconds=1)  # the database keeps microseconds
 
 _json = {"content": {"application/json": {"schema": {"type": "object"}}}}
@@ -72,7 +88,7 @@ router = APIRouter(
     tags=["fhir bulk data"],
     dependencies=[Depends(authorize)],
     default_response_class=FhirResponse,
-    responses={400: _outcome, 401: _outcome, 403: _outcome, 404: _outcome},
+    responses={400: _outcome, 401: _outcome, 403: _outcome, 404: _outcome, 500: _outcome},
 )
 
 
@@ -85,20 +101,20 @@ class ExportNotFound(NotFound):
 
 def _prefer_tokens(request: Request) -> set[str]:
     prefer = request.headers.get("prefer", "")
-    return {part.strip() for part in prefer.replace(";", ",").split(",") if part.strip()}
+    return {part.strip(" \t") for part in prefer.replace(";", ",").split(",")} - {""}
 
 
 def parse_types(values: Sequence[str]) -> tuple[str, ...]:
     """`_type` (comma-separated, repeatable) in manifest order; every type when absent."""
     if not values:
         return EXPORT_TYPES
-    asked = {name.strip() for value in values for name in value.split(",") if name.strip()}
-    unknown = sorted(asked - set(EXPORT_TYPES))
-    if unknown or not asked:
-        raise InvalidSearch.at_param(
-            "_type",
-            f"{', '.join(unknown) or 'nothing'}: exportable types are {', '.join(EXPORT_TYPES)}",
-        )
+    for value in values:
+        if re.fullmatch(TYPE_PATTERN[1:-1], value) is None:
+            raise InvalidSearch.at_param(
+                "_type",
+                f"must be a comma-separated list of {', '.join(EXPORT_TYPES)}",
+            )
+    asked = {name for value in values for name in value.split(",")}
     return tuple(name for name in EXPORT_TYPES if name in asked)
 
 
@@ -128,10 +144,11 @@ def parse_kick_off(request: Request) -> tuple[tuple[str, ...], datetime | None]:
     raw_since = _single("_since", query.getlist("_since"))
     since = None
     if raw_since is not None:
-        try:
-            since = parse_instant(raw_since)
-        except ValueError as exc:
-            raise InvalidSearch.at_param("_since", str(exc)) from exc
+        # An unencoded "+" in a query string arrives as a space.
+        raw_since = raw_since.replace(" ", "+")
+        if not admits("_since", raw_since):
+            raise InvalidSearch.at_param("_since", PARAMS["_since"].message)
+        since = parse_instant(raw_since)
     return parse_types(query.getlist("_type")), since
 
 
@@ -167,14 +184,17 @@ async def _kick_off(
 
 _KICK_OFF_DOC = {
     "parameters": [
-        {"name": "Prefer", "in": "header", "required": True, "schema": {"type": "string"},
-         "description": "`respond-async` (required)."},
-        {"name": "_type", "in": "query", "required": False, "schema": {"type": "string"},
+        {"name": "Prefer", "in": "header", "required": True,
+         "schema": {"type": "string", "pattern": PREFER_PATTERN},
+         "description": "Preferences, one of which is `respond-async` (required)."},
+        {"name": "_type", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": TYPE_PATTERN},
          "description": f"Comma-separated subset of {', '.join(EXPORT_TYPES)} (default: all)."},
-        {"name": "_since", "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "A FHIR instant: only resources changed at or after it."},
+        {"name": "_since", "in": "query", "required": False, "schema": declared("_since"),
+         "description": PARAMS["_since"].description},
         {"name": "_outputFormat", "in": "query", "required": False,
-         "schema": {"type": "string"}, "description": f"`{NDJSON_MEDIA_TYPE}` (the only one)."},
+         "schema": {"type": "string", "enum": sorted(OUTPUT_FORMATS)},
+         "description": f"`{NDJSON_MEDIA_TYPE}` (the only one)."},
     ]
 }  # fmt: skip
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
@@ -268,11 +288,11 @@ def manifest(job: ExportJob, base_url: str) -> dict[str, Any]:
     responses={200: _json},
 )
 async def export_status(
-    job_id: str, request: Request, session: SessionDep, principal: PrincipalDep
+    job_id: uuid.UUID, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> JSONResponse:
     """Complete as soon as it is started: the manifest lists one `application/fhir+ndjson`
     file per resource type, produced when downloaded (with the same bearer token)."""
-    job = await _job(request, session, principal, job_id)
+    job = await _job(request, session, principal, str(job_id))
     expires = job.created_at + timedelta(hours=_settings(request).export_retention_hours)
     headers = {"Expires": expires.strftime("%a, %d %b %Y %H:%M:%S GMT")}
     return JSONResponse(manifest(job, _base_url(request)), headers=headers)
@@ -285,10 +305,10 @@ async def export_status(
     response_class=Response,
 )
 async def cancel_export(
-    job_id: str, request: Request, session: SessionDep, principal: PrincipalDep
+    job_id: uuid.UUID, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> Response:
     """Forgets the job: its status and files are 404 from then on."""
-    job = await _job(request, session, principal, job_id)
+    job = await _job(request, session, principal, str(job_id))
     await session.delete(job)
     return Response(status_code=202)
 
@@ -343,14 +363,14 @@ async def ndjson_lines(
     responses={200: {"content": {NDJSON_MEDIA_TYPE: {"schema": {"type": "string"}}}}},
 )
 async def export_file(
-    job_id: str,
-    resource_type: str,
+    job_id: uuid.UUID,
+    resource_type: ExportType,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
 ) -> StreamingResponse:
     """One resource type of the export as newline-delimited FHIR JSON, streamed."""
-    job = await _job(request, session, principal, job_id)
+    job = await _job(request, session, principal, str(job_id))
     if resource_type not in job.types.split(","):
         raise ExportNotFound(f"Export {job_id} has no {resource_type} file.")
     lines = ndjson_lines(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
 from app.auth.access import authorize
 from app.core.db import SessionDep, utcnow
@@ -19,7 +19,8 @@ from app.core.errors import register_error_format
 from app.fhir import mapping
 from app.fhir.export import router as export_router
 from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse, outcome_response
-from app.fhir.search import SearchQuery, parse_search
+from app.fhir.search import FHIR_ID, PARAMS, SECTION_NAMES, SearchQuery, declared, parse_search
+from app.fhir.service import EVERYTHING as EVERYTHING_SECTIONS
 from app.fhir.service import FhirService, Links
 
 PREFIX = "/fhir/R4"
@@ -37,20 +38,20 @@ router = APIRouter(
     tags=["fhir"],
     dependencies=[Depends(authorize)],
     default_response_class=FhirResponse,
-    responses={400: _outcome, 401: _outcome, 403: _outcome, 404: _outcome, 406: _outcome},
+    # A request the declarations refuse is a 400 here, not the business API's 422 (responses.py).
+    responses={
+        400: _outcome,
+        401: _outcome,
+        403: _outcome,
+        404: _outcome,
+        406: _outcome,
+        500: _outcome,
+    },
 )
 
-# name → (OpenAPI description, repeatable)
-_PARAM_DOCS: dict[str, tuple[str, bool]] = {
-    "patient": ("`Patient/<id>` or `<id>`; required for patient tokens (their own id).", False),
-    "code": ("Instrument: `http://loinc.org|72514-3`, this service's code, or a bare code.", True),
-    "_lastUpdated": ("`gt`, `ge`, `lt`, `le` or `eq` + a FHIR date/dateTime; repeatable.", True),
-    "_since": ("Only resources changed at or after this instant.", False),
-    "_count": ("Page size: default 50, at most 500; 0 gives the total alone.", False),
-    "_cursor": ("Set by the server in the `next` link.", False),
-    "_format": ("`json` (the only format).", False),
-}
 _PAGING = ("_count", "_cursor", "_format")
+# A Patient's id as FHIR writes one (this server's are UUIDs; any other is a 404).
+PatientId = Annotated[str, Path(pattern=f"^{FHIR_ID}$", description="A FHIR id.")]
 
 
 def _lenient(request: Request) -> bool:
@@ -58,29 +59,30 @@ def _lenient(request: Request) -> bool:
     return any(part.strip() == "handling=lenient" for part in prefer.replace(";", ",").split(","))
 
 
-def _params(*names: str) -> Callable[[Request], SearchQuery]:
-    """A dependency that parses and validates the query string against ``names``."""
+def _params(
+    *names: str, sections: Sequence[str] = SECTION_NAMES
+) -> Callable[[Request], SearchQuery]:
+    """A dependency that parses and validates the query string against ``names`` (of a route
+    paging through ``sections``)."""
 
     def dependency(request: Request) -> SearchQuery:
         return parse_search(
-            request.query_params.multi_items(), supported=names, strict=not _lenient(request)
+            request.query_params.multi_items(),
+            supported=names,
+            strict=not _lenient(request),
+            sections=sections,
         )
 
     return dependency
 
 
-def _openapi(names: Sequence[str]) -> dict[str, Any]:
+def _openapi(names: Sequence[str], sections: Sequence[str] = SECTION_NAMES) -> dict[str, Any]:
+    """The parameters as app/fhir/search.py's PARAMS declares them (and parse_search checks)."""
     parameters = []
     for name in names:
-        description, repeatable = _PARAM_DOCS[name]
-        schema: dict[str, Any] = {"type": "string"}
-        if name == "_count":
-            schema = {"type": "integer", "minimum": 0}
-        if repeatable:
-            schema = {"type": "array", "items": schema}
         parameters.append(
-            {"name": name, "in": "query", "required": False, "description": description,
-             "schema": schema}
+            {"name": name, "in": "query", "required": False,
+             "description": PARAMS[name].description, "schema": declared(name, sections)}
         )  # fmt: skip
     return {"parameters": parameters}
 
@@ -119,7 +121,9 @@ async def capability_statement(request: Request, _query: ReadParams) -> FhirResp
     responses={200: _resource},
     openapi_extra=_openapi(["_format"]),
 )
-async def read_patient(patient_id: str, session: SessionDep, _query: ReadParams) -> FhirResponse:
+async def read_patient(
+    patient_id: PatientId, session: SessionDep, _query: ReadParams
+) -> FhirResponse:
     return FhirResponse(await FhirService(session).patient(patient_id))
 
 
@@ -127,13 +131,13 @@ async def read_patient(patient_id: str, session: SessionDep, _query: ReadParams)
     "/Patient/{patient_id}/$everything",
     summary="Patient $everything",
     responses={200: _resource},
-    openapi_extra=_openapi(EVERYTHING),
+    openapi_extra=_openapi(EVERYTHING, EVERYTHING_SECTIONS),
 )
 async def patient_everything(
-    patient_id: str,
+    patient_id: PatientId,
     request: Request,
     session: SessionDep,
-    query: Annotated[SearchQuery, Depends(_params(*EVERYTHING))],
+    query: Annotated[SearchQuery, Depends(_params(*EVERYTHING, sections=EVERYTHING_SECTIONS))],
 ) -> FhirResponse:
     """A searchset Bundle of the Patient, its CarePlans (courses), Procedures (sessions) and
     Observations, paged like a search; with `_since`, only what changed from then on (the
@@ -145,7 +149,9 @@ async def patient_everything(
 def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
     # A default rather than Annotated: string annotations cannot name this closure's locals.
     async def search(
-        request: Request, session: SessionDep, query: SearchQuery = Depends(_params(*names))
+        request: Request,
+        session: SessionDep,
+        query: SearchQuery = Depends(_params(*names, sections=[resource_type])),
     ) -> FhirResponse:
         links = _links(request, f"/{resource_type}")
         bundle = await FhirService(session).search(resource_type, query, links, utcnow())
@@ -159,7 +165,7 @@ def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
         summary=f"Search {resource_type}",
         name=f"search_{resource_type.lower()}",
         responses={200: _resource},
-        openapi_extra=_openapi(names),
+        openapi_extra=_openapi(names, [resource_type]),
     )
 
 

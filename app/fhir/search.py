@@ -6,13 +6,15 @@ Unknown parameters and modifiers are a 400 by default: a filter silently ignored
 more clinical data than asked for. A client that prefers FHIR's lenient behaviour sends
 `Prefer: handling=lenient`; ignored parameters are then left out of the `self` link, as the
 specification asks.
+
+What each parameter accepts is written once, in PARAMS: the routes declare it in the OpenAPI
+schema and ``parse_search`` checks every value against it before reading it, so the schema
+and the server agree on every value (a value the declaration admits is read, one it does not
+is a 400, or a 406 for `_format`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,12 +23,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from app.core.errors import AppError, field_error
+from app.core.pagination import KEY_PATTERN, decode_key, encode_key
 from app.fhir import terminology as t
 from app.observations.catalogue import CATALOGUE
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
-MAX_CURSOR_LENGTH = 512
+# Larger page sizes are read as MAX_COUNT; this many digits at most (the declared maximum).
+MAX_COUNT_DIGITS = 9
 
 JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 
@@ -68,6 +72,101 @@ class SearchQuery:
     cursor: str | None = None
     # The parameters honoured, as given (for the `self` and `next` links).
     echo: tuple[tuple[str, str], ...] = field(default=())
+
+
+# --- what each parameter accepts ------------------------------------------------------------
+
+# The resource types a search or `$everything` pages through, as its cursor names them.
+SECTION_NAMES = ("Patient", "CarePlan", "Procedure", "Observation")
+
+# FHIR dates and dateTimes in the years 1900–2999, every calendar date and no other: a
+# regular expression can say which days a month has, and which years are leap years.
+_YEAR = "(?:19|2[0-9])[0-9]{2}"
+_LEAP_YEAR = "(?:(?:19|2[0-9])(?:0[48]|[2468][048]|[13579][26])|(?:20|24|28)00)"
+_MONTH_DAY = (
+    "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # the 1st to the 28th of any month
+    "|(?:0[13-9]|1[0-2])-(?:29|30)"  # the 29th and 30th of all but February
+    "|(?:0[13578]|1[02])-31)"  # the 31st of the long months
+)
+_DAY = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+_ZONE = "(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+_SECONDS = ":[0-5][0-9](?:\\.[0-9]{1,9})?"
+FHIR_DATE = f"(?:{_YEAR}(?:-(?:0[1-9]|1[0-2]))?|{_DAY}(?:T{_TIME}(?:{_SECONDS})?{_ZONE})?)"
+FHIR_INSTANT = f"{_DAY}T{_TIME}{_SECONDS}{_ZONE}"
+# A FHIR resource id (R4 `id`: letters, digits, `-` and `.`; at most 64).
+FHIR_ID = "[A-Za-z0-9.-]{1,64}"
+
+
+def cursor_pattern(sections: Sequence[str] = SECTION_NAMES) -> str:
+    """A page cursor of a search through ``sections``: where the next page starts (a section,
+    and after which row of it). Every string of this shape is one."""
+    return f"^(?:{'|'.join(sections)})(?:\\.{KEY_PATTERN})?$"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A parameter as the OpenAPI schema declares it and as the server checks it."""
+
+    description: str
+    schema: dict[str, Any]  # of one value
+    message: str  # why a value the schema does not admit is refused
+    repeatable: bool = False
+
+
+PARAMS: dict[str, Param] = {
+    "patient": Param(
+        "`Patient/<id>` or `<id>`; required for patient tokens (their own id).",
+        {"type": "string", "pattern": f"^(?:Patient/)?{FHIR_ID}$"},
+        "must be `Patient/<id>` or `<id>`, one FHIR id (letters, digits, - and ., at most 64)",
+    ),
+    "code": Param(
+        "Instrument: `http://loinc.org|72514-3`, this service's code, or a bare code; "
+        "a comma separates alternatives.",
+        {"type": "string", "pattern": "^[^\\x00]+$"},
+        "must have a value, without NUL characters",
+        repeatable=True,
+    ),
+    "_lastUpdated": Param(
+        "`gt`, `ge`, `lt`, `le` or `eq` (the default) + a FHIR date or dateTime (with a zone) "
+        "in the years 1900–2999; repeatable (all must hold).",
+        {"type": "string", "pattern": f"^(?:eq|gt|ge|lt|le)?{FHIR_DATE}$"},
+        "must be a prefix (eq, gt, ge, lt, le) and a FHIR date or dateTime with a zone, in "
+        "the years 1900–2999",
+        repeatable=True,
+    ),
+    "_since": Param(
+        "Only resources changed at or after this instant (to the second at least, with a zone).",
+        {"type": "string", "pattern": f"^{FHIR_INSTANT}$"},
+        "must be an instant in the years 1900–2999, e.g. 2026-01-31T08:00:00Z",
+    ),
+    "_count": Param(
+        f"Page size: default {DEFAULT_COUNT}; more than {MAX_COUNT} gives {MAX_COUNT}; "
+        "0 gives the total alone.",
+        {"type": "integer", "minimum": 0, "maximum": 10**MAX_COUNT_DIGITS - 1},
+        f"must be a whole number from 0 to {10**MAX_COUNT_DIGITS - 1}",
+    ),
+    "_cursor": Param(
+        "Set by the server in the `next` link.",
+        {"type": "string", "pattern": cursor_pattern()},
+        "is not a cursor of this search: follow the bundle's `next` link",
+    ),
+    "_format": Param(
+        "`json` (the only format).",
+        {"type": "string", "enum": sorted(JSON_FORMATS)},
+        "This server speaks JSON only (`_format=json`).",
+    ),
+}
+_COUNT = re.compile(f"[0-9]{{1,{MAX_COUNT_DIGITS}}}")
+
+
+def declared(name: str, sections: Sequence[str] = SECTION_NAMES) -> dict[str, Any]:
+    """The OpenAPI schema of parameter ``name`` on a route searching ``sections``."""
+    param = PARAMS[name]
+    schema = dict(param.schema)
+    if name == "_cursor":
+        schema["pattern"] = cursor_pattern(sections)
+    return {"type": "array", "items": schema} if param.repeatable else schema
 
 
 # --- dates ----------------------------------------------------------------------------------
@@ -194,19 +293,43 @@ def patient_reference(raw: str) -> uuid.UUID | None:
 # --- the whole query ------------------------------------------------------------------------
 
 
-def _single(name: str, values: list[str]) -> str:
-    if len(values) > 1:
-        raise InvalidSearch.at_param(name, "may be given once")
-    return values[0]
+_DATES = frozenset({"_lastUpdated", "_since"})
+
+
+def _python_pattern(pattern: str) -> str:
+    # JSON Schema patterns are ECMA-262: `$` is the end of the text. In Python's `re` it also
+    # matches before a final newline, which `\Z` does not.
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+
+
+def admits(name: str, value: str, sections: Sequence[str] = SECTION_NAMES) -> bool:
+    """Whether ``value`` is one that parameter ``name``'s declaration (on a route searching
+    ``sections``) admits."""
+    schema = declared(name, sections)
+    schema = schema.get("items", schema)
+    if schema["type"] == "integer":
+        return _COUNT.fullmatch(value) is not None
+    if "enum" in schema:
+        choices: list[str] = schema["enum"]
+        return value in choices
+    if "pattern" in schema:
+        return re.search(_python_pattern(schema["pattern"]), value) is not None
+    min_length: int = schema.get("minLength", 0)
+    return len(value) >= min_length
 
 
 def parse_search(
-    items: Iterable[tuple[str, str]], *, supported: Sequence[str], strict: bool = True
+    items: Iterable[tuple[str, str]],
+    *,
+    supported: Sequence[str],
+    strict: bool = True,
+    sections: Sequence[str] = SECTION_NAMES,
 ) -> SearchQuery:
-    """Validate a query string against the parameters a resource supports."""
+    """Validate a query string against the parameters a resource supports (``sections``: the
+    resource types its pages go through, which its cursors name)."""
     by_name: dict[str, list[str]] = {}
     ignored: list[str] = []
-    for name, value in items:
+    for name, given in items:
         base = name.partition(":")[0]
         if base not in supported:
             if strict:
@@ -214,8 +337,12 @@ def parse_search(
             continue
         if ":" in name:
             raise InvalidSearch.at_param(name, "modifiers are not supported")
-        if value == "":
-            raise InvalidSearch.at_param(name, "must have a value")
+        # An unencoded "+" in a query string arrives as a space.
+        value = given.replace(" ", "+") if name in _DATES else given
+        if not admits(name, value, sections):
+            if name == "_format":
+                raise NotAcceptable(PARAMS[name].message)
+            raise InvalidSearch.at_param(name, PARAMS[name].message)
         by_name.setdefault(name, []).append(value)
     if ignored:
         names = ", ".join(sorted(set(ignored)))
@@ -223,21 +350,16 @@ def parse_search(
             f"Unknown or unsupported parameter(s): {names}. Supported: "
             f"{', '.join(supported)} (or send `Prefer: handling=lenient` to ignore them)."
         )
+    for name, values in by_name.items():
+        if len(values) > 1 and not PARAMS[name].repeatable:
+            raise InvalidSearch.at_param(name, "may be given once")
 
+    # Every value is one its declaration admits: reading it cannot fail.
     query: dict[str, Any] = {}
     echo: list[tuple[str, str]] = []
-    if "_format" in by_name:
-        fmt = _single("_format", by_name["_format"])
-        if fmt not in JSON_FORMATS:
-            raise NotAcceptable("This server speaks JSON only (`_format=json`).")
     if "patient" in by_name:
-        raw = _single("patient", by_name["patient"])
-        if "," in raw:
-            raise InvalidSearch.at_param("patient", "one patient per search")
-        try:
-            patient_id = patient_reference(raw)
-        except ValueError as exc:
-            raise InvalidSearch.at_param("patient", str(exc)) from exc
+        raw = by_name["patient"][0]
+        patient_id = patient_reference(raw)
         query["patient_id"] = patient_id
         if patient_id is None:
             query["matches_nothing"] = True
@@ -253,30 +375,18 @@ def parse_search(
             query["matches_nothing"] = True
     bounds: list[TimeBound] = []
     for raw in by_name.get("_lastUpdated", []):
-        try:
-            bounds += parse_date_param(raw)
-        except ValueError as exc:
-            raise InvalidSearch.at_param("_lastUpdated", str(exc)) from exc
-        echo.append(("_lastUpdated", raw.replace(" ", "+")))
+        bounds += parse_date_param(raw)
+        echo.append(("_lastUpdated", raw))
     if "_since" in by_name:
-        raw = _single("_since", by_name["_since"])
-        try:
-            bounds.append(TimeBound(">=", parse_instant(raw)))
-        except ValueError as exc:
-            raise InvalidSearch.at_param("_since", str(exc)) from exc
-        echo.append(("_since", raw.replace(" ", "+")))
+        raw = by_name["_since"][0]
+        bounds.append(TimeBound(">=", parse_instant(raw)))
+        echo.append(("_since", raw))
     query["last_updated"] = tuple(bounds)
     if "_count" in by_name:
-        raw = _single("_count", by_name["_count"])
-        if not raw.isdigit():
-            raise InvalidSearch.at_param("_count", "must be a whole number, 0 or more")
         # FHIR lets a server return fewer than asked: above the maximum is the maximum.
-        query["count"] = min(int(raw), MAX_COUNT)
+        query["count"] = min(int(by_name["_count"][0]), MAX_COUNT)
     if "_cursor" in by_name:
-        raw = _single("_cursor", by_name["_cursor"])
-        if len(raw) > MAX_CURSOR_LENGTH:
-            raise InvalidSearch.at_param("_cursor", "is not a cursor of this server")
-        query["cursor"] = raw
+        query["cursor"] = by_name["_cursor"][0]
     return SearchQuery(echo=tuple(echo), **query)
 
 
@@ -285,29 +395,22 @@ def parse_search(
 
 def encode_cursor(section: str, moment: datetime | None, row_id: uuid.UUID | None) -> str:
     """Where the next page starts: after ``(moment, row_id)`` in ``section``, or at the
-    start of ``section`` when they are None."""
-    values = [section, moment.isoformat() if moment else None, str(row_id) if row_id else None]
-    raw = json.dumps(values, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    start of ``section`` when they are None (`Observation.<key>`, or `Procedure`)."""
+    if moment is None or row_id is None:
+        return section
+    return f"{section}.{encode_key(moment, row_id)}"
 
 
 def decode_cursor(
     cursor: str, sections: Sequence[str]
 ) -> tuple[str, datetime | None, uuid.UUID | None]:
+    section, dot, key = cursor.partition(".")
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        section, moment, row_id = raw
         if section not in sections:
             raise ValueError("another search's cursor")
-        if (moment is None) != (row_id is None):
-            raise ValueError("half a key")
-        if moment is None:
+        if not dot:
             return section, None, None
-        at = datetime.fromisoformat(moment)
-        if at.tzinfo is None:
-            raise ValueError("naive time")
-        return section, at, uuid.UUID(row_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidSearch.at_param(
-            "_cursor", "is not a cursor of this search: follow the bundle's `next` link"
-        ) from exc
+        moment, row_id = decode_key(key)
+    except ValueError as exc:
+        raise InvalidSearch.at_param("_cursor", PARAMS["_cursor"].message) from exc
+    return section, moment, row_id

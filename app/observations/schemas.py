@@ -6,15 +6,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Field,
     PlainValidator,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
 from app.core.schemas import Number, PastTimestamp, RequestModel, ResponseModel
-from app.observations.catalogue import Better, Kind, get_instrument
+from app.observations.catalogue import CATALOGUE, Better, Kind, get_instrument
 
 Context = Literal["rest", "movement", "night", "morning"]
 Source = Literal["patient", "clinician", "device"]
@@ -34,7 +36,26 @@ InstrumentCode = Annotated[
     str,
     StringConstraints(min_length=1, max_length=40),
     AfterValidator(_known_instrument),
+    # The schema names the codes the validator accepts.
+    WithJsonSchema({"type": "string", "enum": [instrument.code for instrument in CATALOGUE]}),
 ]
+
+
+def _value_fits_its_instrument(schema: dict[str, Any]) -> None:
+    """The value's range (and whole numbers) depend on the instrument: one branch each."""
+    schema["oneOf"] = [
+        {
+            "properties": {
+                "instrument": {"const": instrument.code},
+                "value": {
+                    "type": "integer" if instrument.integer else "number",
+                    "minimum": instrument.min,
+                    "maximum": instrument.max,
+                },
+            }
+        }
+        for instrument in CATALOGUE
+    ]
 
 
 class InstrumentRead(ResponseModel):
@@ -60,6 +81,8 @@ class InstrumentRead(ResponseModel):
 
 
 class ObservationCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=_value_fits_its_instrument)
+
     id: uuid.UUID | None = Field(
         None,
         description="A client-chosen id (offline apps): re-posting it with the same content "

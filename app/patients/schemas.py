@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
 
 from app.core.schemas import IsoDate, RequestModel, ResponseModel
 
@@ -22,7 +22,19 @@ def _plausible_birth_date(value: date) -> date:
     return value
 
 
-BirthDate = Annotated[IsoDate, AfterValidator(_plausible_birth_date)]
+BirthDate = Annotated[
+    IsoDate,
+    AfterValidator(_plausible_birth_date),
+    # The bounds the validator keeps: from 1900 (the pattern), to today (no schema can say).
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "pattern": "^(?:19|[2-9][0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}$",
+            "description": "YYYY-MM-DD, from 1900-01-01 to today.",
+        }
+    ),
+]
 
 
 class PatientCreate(RequestModel):

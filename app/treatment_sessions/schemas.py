@@ -12,7 +12,10 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class SessionCreate(RequestModel):
-    performed_at: PastTimestamp
+    performed_at: PastTimestamp = Field(
+        description="RFC 3339 with an offset; at most 5 minutes in the future, and not before "
+        "the course's `start_date`."
+    )
     technique: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = Field(
         None, description="Defaults to the course's technique."
     )

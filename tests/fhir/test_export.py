@@ -271,7 +271,8 @@ async def test_cancel_forgets_the_job(ehr: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_jobs_and_files_are_404(ehr: httpx.AsyncClient) -> None:
-    assert_outcome(await ehr.get("/fhir/R4/$export-status/not-a-uuid"), 404, "not-found")
+    # A job id is a UUID and a file one of the exported types (the OpenAPI schema says so).
+    assert_outcome(await ehr.get("/fhir/R4/$export-status/not-a-uuid"), 400, "invalid")
     missing = "/fhir/R4/$export-status/00000000-0000-4000-8000-000000000000"
     assert_outcome(await ehr.get(missing), 404, "not-found")
     status_url = (await kick_off(ehr, _type="Patient")).headers["content-location"]
@@ -279,7 +280,7 @@ async def test_unknown_jobs_and_files_are_404(ehr: httpx.AsyncClient) -> None:
     assert_outcome(
         await ehr.get(f"/fhir/R4/$export-file/{job_id}/Observation.ndjson"), 404, "not-found"
     )
-    assert_outcome(await ehr.get(f"/fhir/R4/$export-file/{job_id}/Nope.ndjson"), 404, "not-found")
+    assert_outcome(await ehr.get(f"/fhir/R4/$export-file/{job_id}/Nope.ndjson"), 400, "invalid")
 
 
 async def test_patient_read_still_works_beside_patient_export(

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.fhir import terminology as t
 from app.fhir.search import (
+    PARAMS,
     InvalidSearch,
     NotAcceptable,
     TimeBound,
+    _python_pattern,
+    admits,
+    declared,
     decode_cursor,
     encode_cursor,
     instruments_for_token,
@@ -235,9 +242,74 @@ def test_cursors_round_trip_and_refuse_garbage() -> None:
         None,
         None,
     )
-    for bad in ("garbage", encode_cursor("CarePlan", at, row), "W10", "WyJPYnNlcnZhdGlvbiJd"):
+    for bad in ("garbage", encode_cursor("CarePlan", at, row), "Observation.", "Observation.1"):
         with pytest.raises(InvalidSearch):
             decode_cursor(bad, ["Observation"])
-    naive = encode_cursor("Observation", at.replace(tzinfo=None), row)
-    with pytest.raises(InvalidSearch):
-        decode_cursor(naive, ["Observation"])
+    with pytest.raises(ValueError, match="aware"):
+        encode_cursor("Observation", at.replace(tzinfo=None), row)
+
+
+# --- the declarations: what the OpenAPI schema admits is exactly what the server reads ---------
+
+
+def test_the_date_pattern_admits_every_calendar_day_of_1900_to_2999_and_nothing_else() -> None:
+    day_pattern = re.compile(_python_pattern(PARAMS["_lastUpdated"].schema["pattern"]))
+    for year in range(1899, 3001):
+        for month in range(1, 13):
+            for day in range(1, 32):
+                text = f"{year:04d}-{month:02d}-{day:02d}"
+                try:
+                    real = 1900 <= date(year, month, day).year <= 2999
+                except ValueError:
+                    real = False
+                assert (day_pattern.search(text) is not None) == real, text
+
+
+@pytest.mark.parametrize("name", ["patient", "code", "_lastUpdated", "_since", "_cursor"])
+@settings(max_examples=150, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_every_value_a_declaration_admits_is_read(name: str, data: st.DataObject) -> None:
+    schema = declared(name, ["Observation"])
+    schema = schema.get("items", schema)
+    if "pattern" in schema:
+        value = data.draw(st.from_regex(_python_pattern(schema["pattern"])))
+    else:
+        value = data.draw(st.text(min_size=schema.get("minLength", 0)))
+    query = parse_search(
+        [(name, value)], supported=(*OBSERVATION, "_since"), sections=["Observation"]
+    )
+    assert query.echo or name in ("_cursor",)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("_count", "²"),  # a digit to str.isdigit, not to int()
+        ("_count", "1" * 10),
+        ("_count", "+5"),
+        ("_lastUpdated", "0001-01-01T00:00:00+01:00"),  # before what a datetime holds, in UTC
+        ("_lastUpdated", "9999-12-31"),  # its end is after it
+        ("_lastUpdated", "2026-01-01T10:00:00+14:30"),
+        ("_lastUpdated", "2026-01-01\n"),
+        ("_since", "2026-01-01T08:00:00.1234567890Z"),
+        ("patient", "Patient/" + "a" * 65),
+        ("patient", "Patient/a b"),
+        ("_cursor", "Procedure"),  # another search's
+        ("_cursor", "Observation." + "1" * 19 + "." + "0" * 32),
+        ("code", ""),
+    ],
+)
+def test_a_value_no_declaration_admits_is_a_400_naming_it(name: str, value: str) -> None:
+    assert not admits(name, value, ["Observation"])
+    with pytest.raises(InvalidSearch) as caught:
+        parse_search([(name, value)], supported=(*OBSERVATION, "_since"), sections=["Observation"])
+    assert caught.value.errors[0]["loc"] == ["query", name]
+
+
+def test_any_position_a_cursor_can_spell_is_a_position() -> None:
+    row = uuid.uuid4()
+    # Beyond what a datetime holds: before every row, or after every row.
+    first = decode_cursor(f"Observation.-{'9' * 18}.{row.hex}", ["Observation"])
+    last = decode_cursor(f"Observation.{'9' * 18}.{row.hex.upper()}", ["Observation"])
+    assert first == ("Observation", datetime.min.replace(tzinfo=UTC), row)
+    assert last == ("Observation", datetime.max.replace(tzinfo=UTC), row)
