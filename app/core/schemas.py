@@ -80,7 +80,10 @@ def _iso_text(value: object) -> object:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC: a 422, not a 500
+        raise ValueError("is outside the range of times this service stores") from None
 
 
 def _not_in_future(value: datetime) -> datetime:
