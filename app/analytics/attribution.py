@@ -13,8 +13,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Literal
+
+from app.analytics.trends import window_opens
 
 Region = Literal["lumbar", "cervical"]
 
@@ -54,10 +56,6 @@ class CourseSpan:
     start_date: date
     window_days: int  # its policy's window_days_before_start
     ended_at: datetime | None  # completed or discontinued; None while open
-
-
-def window_opens(start_date: date, window_days: int) -> datetime:
-    return datetime.combine(start_date - timedelta(days=window_days), time.min, tzinfo=UTC)
 
 
 def fits(course: CourseSpan, instrument: str, recorded_at: datetime) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
@@ -148,12 +148,11 @@ COURSE_COLUMNS = (
     "resumed_at",
     "ended_at",
 )
-# What attribution reads of every course of the patient, besides the facts.
-SPAN_COLUMNS = ("id", "region", "start_date", "policy", "ended_at")
 
 
 def _facts(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
-    """The policy's facts of a course, as correlated subqueries labelled FACT_COLUMNS."""
+    """The policy's facts of a course, as correlated subqueries labelled as CourseFacts'
+    fields."""
     latest_change = (
         select(CHANGES.c.source)
         .where(CHANGES.c.course_id == course_id)
@@ -314,11 +313,6 @@ def values_of(
     )
     both = union_all(observed, before_sessions).subquery("course_values")
     return select(*both.c).order_by(both.c.recorded_at, both.c.id)
-
-
-def course_values(values: Iterable[Value], course_id: uuid.UUID) -> list[Value]:
-    """A course's own values among several courses': those that belong to it or to none."""
-    return [v for v in values if v[4] is None or v[4] == course_id]
 
 
 _COURSE_IDS = select(COURSES.c.id, COURSES.c.start_date)

@@ -79,13 +79,14 @@ class InstrumentTrend:
 
 def window_start(start_date: date, thresholds: Thresholds) -> datetime:
     """Values count from this many days before the course's start date (UTC midnight)."""
-    return _window_start(start_date, thresholds.window_days_before_start)
+    return window_opens(start_date, thresholds.window_days_before_start)
 
 
 # A course's trends are recomputed on every write with the same start date: the datetime
 # arithmetic is a fair share of a whole evaluation's time at tens of values.
 @lru_cache(maxsize=1024)
-def _window_start(start_date: date, days_before: int) -> datetime:
+def window_opens(start_date: date, days_before: int) -> datetime:
+    """UTC midnight ``days_before`` days before ``start_date``: where a course's window opens."""
     return datetime.combine(start_date - timedelta(days=days_before), time.min, tzinfo=UTC)
 
 

@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from app.analytics.attribution import CourseSpan, ambiguity, candidates, window_opens
+from app.analytics.attribution import CourseSpan, ambiguity, candidates
 from app.analytics.repository import FrequencyChangeValues, PolicyInputs, Value, value_order
 from app.analytics.service import CourseTrends, group_points, policy_of, trends_of, verdict
+from app.analytics.trends import window_opens
 from app.core.db import new_id, new_ids
 from app.core.errors import Unprocessable, field_error, validation_errors
 from app.courses.errors import CourseNotFound
