@@ -3,7 +3,9 @@
 from app.audit.models import AuditEvent
 from app.auth.models import ApiToken, IdempotencyKey
 from app.courses.models import Course, FrequencyChange
+from app.enrolment.models import Device, EnrolmentCode, RefreshToken
 from app.fhir.models import ExportJob
+from app.oauth.models import ClientAssertion, OAuthClient
 from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
@@ -11,11 +13,16 @@ from app.treatment_sessions.models import TreatmentSession
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "ClientAssertion",
     "Course",
+    "Device",
+    "EnrolmentCode",
     "ExportJob",
     "FrequencyChange",
     "IdempotencyKey",
+    "OAuthClient",
     "Observation",
     "Patient",
+    "RefreshToken",
     "TreatmentSession",
 ]

@@ -39,3 +39,6 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(10))
     status: Mapped[int] = mapped_column(Integer)
     request_id: Mapped[str] = mapped_column(String(64))
+    # The registered client or enrolled device the token was issued to, if any.
+    client_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    device_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

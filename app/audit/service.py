@@ -34,6 +34,8 @@ AUDIT_COLUMNS = (
     "outcome",
     "status",
     "request_id",
+    "client_id",
+    "device_id",
 )
 # The row by itself on the plain asyncpg pool: a read's commits by itself. (The recording
 # pipeline writes its requests' rows with their work: app/recording/statements.py.)
@@ -56,6 +58,8 @@ def audit_event(record: AccessRecord, status: int) -> dict[str, object]:
         outcome=record.outcome,
         status=status,
         request_id=record.request_id,
+        client_id=principal.client_id if principal else None,
+        device_id=principal.device_id if principal else None,
     )
 
 

@@ -32,6 +32,11 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Tokens issued at /oauth/token: the client or the enrolled device they were issued to,
+    # and their SMART scopes. A token made by an admin has none: its role alone bounds it.
+    client_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("oauth_clients.id"), index=True)
+    device_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    scope: Mapped[str | None] = mapped_column(String(1000))
 
 
 class IdempotencyKey(Base):

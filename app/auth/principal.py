@@ -15,3 +15,8 @@ class Principal:
     role: str
     patient_id: uuid.UUID | None
     expires_at: datetime | None
+    # Issued at /oauth/token: its SMART scopes (None: an admin-made token, bounded by its role
+    # alone) and the client or device it was issued to.
+    scope: str | None = None
+    client_id: uuid.UUID | None = None
+    device_id: uuid.UUID | None = None

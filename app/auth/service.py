@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import ColumnElement, bindparam, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.cache import TokenCache
@@ -24,11 +24,17 @@ from app.patients.service import PatientService
 
 # Built once: this query runs on every request the cache misses; on PostgreSQL it runs on the
 # plain asyncpg pool (app/core/pg.py) as _RESOLVE_SQL, the same query written out.
-_RESOLVE = select(ApiToken.id, ApiToken.role, ApiToken.patient_id, ApiToken.expires_at).where(
-    ApiToken.token_hash == bindparam("digest"), ApiToken.revoked_at.is_(None)
-)
+_RESOLVE = select(
+    ApiToken.id,
+    ApiToken.role,
+    ApiToken.patient_id,
+    ApiToken.expires_at,
+    ApiToken.scope,
+    ApiToken.client_id,
+    ApiToken.device_id,
+).where(ApiToken.token_hash == bindparam("digest"), ApiToken.revoked_at.is_(None))
 _RESOLVE_SQL = (
-    "SELECT id, role, patient_id, expires_at FROM api_tokens"
+    "SELECT id, role, patient_id, expires_at, scope, client_id, device_id FROM api_tokens"
     " WHERE token_hash = $1 AND revoked_at IS NULL"
 )
 
@@ -68,15 +74,54 @@ class TokenService:
         await self.session.flush()
         return IssuedToken(token, row)
 
+    async def issue_scoped(
+        self,
+        *,
+        role: str,
+        scope: str,
+        lifetime: timedelta,
+        patient_id: uuid.UUID | None = None,
+        client_id: uuid.UUID | None = None,
+        device_id: uuid.UUID | None = None,
+    ) -> IssuedToken:
+        """An access token issued at /oauth/token: short-lived, bounded by its SMART scopes as
+        well as its role, naming the client or device it was issued to."""
+        token = new_token()
+        now = utcnow()
+        row = ApiToken(
+            token_hash=token_hash(token),
+            role=role,
+            patient_id=patient_id,
+            created_at=now,
+            expires_at=now + lifetime,
+            scope=scope,
+            client_id=client_id,
+            device_id=device_id,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return IssuedToken(token, row)
+
     async def revoke(self, token_id: uuid.UUID) -> None:
+        revoked = await self.revoke_where(ApiToken.id == token_id)
+        if not revoked and await self.session.get(ApiToken, token_id) is None:
+            raise TokenNotFound(f"No token with id {token_id}.")
+
+    async def revoke_where(self, *conditions: ColumnElement[bool]) -> list[uuid.UUID]:
+        """Revoke every live token matching ``conditions`` (a client's, a device's), at once in
+        every process: the ids revoked."""
         result = await self.session.execute(
             update(ApiToken)
-            .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+            .where(*conditions, ApiToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
             .returning(ApiToken.id)
         )
-        if result.first() is None and await self.session.get(ApiToken, token_id) is None:
-            raise TokenNotFound(f"No token with id {token_id}.")
+        token_ids = list(result.scalars().all())
+        for token_id in token_ids:
+            await self._forget_everywhere(token_id)
+        return token_ids
+
+    async def _forget_everywhere(self, token_id: uuid.UUID) -> None:
         if self.session.get_bind().dialect.name == "postgresql":
             # Every listening process forgets the token when (and only if) this commits.
             await notify_revoked(self.session, token_id)
@@ -112,7 +157,8 @@ class TokenService:
         return principal
 
     async def _lookup(self, digest: str) -> Sequence[Any] | None:
-        """(id, role, patient_id, expires_at) of a valid token with this digest, or None."""
+        """(id, role, patient_id, expires_at, scope, client_id, device_id) of a valid token
+        with this digest, or None."""
         if self.pool is not None:
             async with pg.connection(self.pool) as conn:
                 record = await conn.fetchrow(_RESOLVE_SQL, digest)

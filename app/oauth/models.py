@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, UTCDateTime, new_id, utcnow
+
+CLIENT_ROLES = ("integration", "dashboard")
+
+
+class OAuthClient(Base):
+    """A system registered by an admin (an EHR, a Bulk Data client, a dashboard backend): it
+    authenticates with a JWT signed by one of its public keys (SMART Backend Services)."""
+
+    __tablename__ = "oauth_clients"
+    __table_args__ = (CheckConstraint(f"role IN {CLIENT_ROLES}", name="role"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)  # client_id
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    # The most a token of this client may be granted (space-separated SMART scopes).
+    scope: Mapped[str] = mapped_column(String(1000))
+    jwks: Mapped[dict[str, Any]] = mapped_column(JSON)  # public keys only
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ClientAssertion(Base):
+    """A client assertion's `jti`, kept until the assertion expires so it is never accepted
+    twice (SMART Backend Services, RFC 7523 §3)."""
+
+    __tablename__ = "oauth_client_assertions"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("oauth_clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

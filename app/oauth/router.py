@@ -1,0 +1,128 @@
+"""`POST /oauth/token` (RFC 6749): a form in, a token response or an RFC 6749 error out.
+
+The grants themselves live with their domain: SMART Backend Services in
+app/oauth/backend_services.py, enrolment codes and refresh tokens in app/enrolment/grants.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.formparsers import MultiPartException
+
+from app.core.db import SessionDep
+from app.core.errors import register_error_format
+from app.oauth.errors import NO_STORE, OAuthError, oauth_error_response, report_as_oauth
+from app.oauth.grants import GrantHandler, TokenRequest
+
+TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELD = 8192  # a client assertion is a few KB; anything longer is not one
+
+GRANTS: dict[str, GrantHandler] = {}
+
+router = APIRouter(tags=["oauth"])
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+_TOKEN_SCHEMA = {
+    "type": "object",
+    "required": ["access_token", "token_type", "expires_in", "scope"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"type": "string", "enum": ["bearer"]},
+        "expires_in": {"type": "integer"},
+        "scope": {"type": "string"},
+        "refresh_token": {"type": "string"},
+        "patient": {"type": "string"},
+    },
+}
+
+
+def token_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + TOKEN_PATH
+
+
+def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_FORM_FIELDS = (
+    "grant_type", "scope", "client_assertion_type", "client_assertion", "code", "device_name",
+    "refresh_token",
+)  # fmt: skip
+_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM_MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["grant_type"],
+                    "properties": {name: {"type": "string"} for name in _FORM_FIELDS},
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": _answer("A token", _TOKEN_SCHEMA),
+        "400": _answer("An RFC 6749 error", _ERROR_SCHEMA),
+        "401": _answer("The client could not be authenticated", _ERROR_SCHEMA),
+        "429": _answer("Too many failures from this caller", _ERROR_SCHEMA),
+        "503": _answer("The database cannot answer now", _ERROR_SCHEMA),
+    },
+}
+
+
+@router.post(
+    TOKEN_PATH,
+    summary="Issue an access token (RFC 6749)",
+    response_class=JSONResponse,
+    openapi_extra=_OPENAPI,
+)
+async def token(request: Request, session: SessionDep) -> JSONResponse:
+    """SMART Backend Services (`client_credentials` with a signed JWT assertion), patient app
+    enrolment (`urn:outcomes:grant-type:enrolment-code`) and `refresh_token`."""
+    try:
+        form = await _read_form(request)
+        handler = GRANTS.get(form.get("grant_type", ""))
+        if handler is None:
+            if "grant_type" not in form:
+                raise OAuthError("invalid_request", "`grant_type` is required.")
+            raise OAuthError("unsupported_grant_type", "This grant type is not supported.")
+        caller = request.client.host if request.client else "unknown"
+        body: dict[str, Any] = await handler(
+            TokenRequest(form, token_url(request), caller, session, request)
+        )
+    except OAuthError as exc:
+        return oauth_error_response(exc)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_MEDIA_TYPE:
+        raise OAuthError("invalid_request", f"Send the parameters as {FORM_MEDIA_TYPE}.")
+    try:
+        raw = await request.form(max_files=0, max_fields=32)
+    except MultiPartException as exc:  # too many fields, or not a form
+        raise OAuthError("invalid_request", "The form could not be read.") from exc
+    form: dict[str, str] = {}
+    for name, value in raw.multi_items():
+        if not isinstance(value, str):
+            raise OAuthError("invalid_request", "Files are not accepted.")
+        if name in form:
+            raise OAuthError("invalid_request", f"`{name}` is given more than once.")
+        if len(value) > MAX_FIELD or "\x00" in value:
+            raise OAuthError("invalid_request", f"`{name}` is not a valid value.")
+        form[name] = value
+    return form
+
+
+def install_oauth(app: FastAPI) -> None:
+    app.include_router(router)
+    register_error_format(app, "/oauth/", report_as_oauth)
