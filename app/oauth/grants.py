@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.rules import AccessRecord
 from app.oauth.errors import OAuthError
 
 
@@ -20,6 +21,9 @@ class TokenRequest:
     caller: str  # the client's address, for bounding repeated failures
     session: AsyncSession
     request: Request
+    # The request's audit row: a grant that issues a token names it here (`principal`: the
+    # new token's, `patient_id`, `resource_id`) and sets `outcome = "allowed"`.
+    access: AccessRecord
 
     def require(self, name: str) -> str:
         value = self.form.get(name, "")

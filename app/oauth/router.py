@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.formparsers import MultiPartException
 
+from app.audit.service import audit_request
+from app.auth.rules import AccessRecord, Rule
 from app.core.db import SessionDep
 from app.core.errors import register_error_format
 from app.oauth.errors import NO_STORE, OAuthError, oauth_error_response, report_as_oauth
@@ -22,6 +24,7 @@ FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 8192  # a client assertion is a few KB; anything longer is not one
 
 GRANTS: dict[str, GrantHandler] = {}
+TOKEN_RULE = Rule(frozenset(), "create", "token")
 
 router = APIRouter(tags=["oauth"])
 
@@ -85,9 +88,13 @@ _OPENAPI: dict[str, Any] = {
     response_class=JSONResponse,
     openapi_extra=_OPENAPI,
 )
-async def token(request: Request, session: SessionDep) -> JSONResponse:
+async def token(request: Request, response: Response, session: SessionDep) -> JSONResponse:
     """SMART Backend Services (`client_credentials` with a signed JWT assertion), patient app
     enrolment (`urn:outcomes:grant-type:enrolment-code`) and `refresh_token`."""
+    # Every token request leaves an audit row, issued or refused.
+    access = AccessRecord(rule=TOKEN_RULE, request_id=request.state.request_id)
+    request.state.access = access
+    audit_request(request, access)
     try:
         form = await _read_form(request)
         handler = GRANTS.get(form.get("grant_type", ""))
@@ -97,9 +104,12 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
             raise OAuthError("unsupported_grant_type", "This grant type is not supported.")
         caller = request.client.host if request.client else "unknown"
         body: dict[str, Any] = await handler(
-            TokenRequest(form, token_url(request), caller, session, request)
+            TokenRequest(form, token_url(request), caller, session, request, access)
         )
     except OAuthError as exc:
+        # Answered, not raised: what the refusal wrote (a code's failed attempt) commits, and
+        # the audit row records this status.
+        response.status_code = exc.status
         return oauth_error_response(exc)
     return JSONResponse(body, headers=NO_STORE)
 
