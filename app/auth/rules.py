@@ -86,6 +86,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/tokens"): Rule(_r("admin"), "read", "token"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
     ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
+    # Push (app/push): webhooks are the admins'; a delivery carries ids and values, not names.
+    ("POST", f"{API}/webhooks"): Rule(_r("admin"), "create", "webhook"),
+    ("GET", f"{API}/webhooks"): Rule(_r("admin"), "read", "webhook"),
+    ("DELETE", f"{API}/webhooks/{{webhook_id}}"): Rule(_r("admin"), "delete", "webhook"),
+    ("GET", f"{API}/webhooks/{{webhook_id}}/deliveries"): Rule(
+        _r("admin"), "read", "webhook-delivery"
+    ),
+    ("POST", f"{API}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/resend"): Rule(
+        _r("admin"), "update", "webhook-delivery"
+    ),
     # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
     # Searches without `patient` cover every patient, so a patient token must name its own.
     ("GET", f"{FHIR}/metadata"): Rule(ALL, "read", "capability-statement", audit=False),
