@@ -37,6 +37,7 @@ from app.oauth.router import install_oauth
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
 from app.push.dispatcher import Dispatcher
+from app.push.fhir_router import router as subscriptions_router
 from app.push.router import router as webhooks_router
 from app.recording.router import router as recording_router
 from app.summary.router import router as summary_router
@@ -374,6 +375,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(webhooks_router)
     app.include_router(api)
     install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome
+    app.include_router(subscriptions_router)  # /fhir/R4 Subscriptions (app/push)
     install_oauth(app)  # /oauth/token: no bearer token; errors as RFC 6749 says
     app.include_router(ops.router)
     _document_api(app)

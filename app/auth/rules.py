@@ -39,6 +39,7 @@ API = "/api/v1"
 FHIR = "/fhir/R4"
 FHIR_READERS: frozenset[Role] = frozenset({"admin", "integration", "patient"})
 BULK_EXPORTERS: frozenset[Role] = frozenset({"admin", "integration"})
+SUBSCRIBERS: frozenset[Role] = frozenset({"admin", "integration"})
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False),
     ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient"),
@@ -114,6 +115,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{FHIR}/$export-status/{{job_id}}"): Rule(BULK_EXPORTERS, "delete", "bulk-export"),
     ("GET", f"{FHIR}/$export-file/{{job_id}}/{{resource_type}}.ndjson"): Rule(
         BULK_EXPORTERS, "export", "bulk-export"
+    ),
+    # Topic-based Subscriptions (app/push/fhir_router.py): a subscription is its token's (or an
+    # admin's) alone, and carries only patients that token may read.
+    ("GET", f"{FHIR}/SubscriptionTopic"): Rule(
+        SUBSCRIBERS, "read", "subscription-topic", audit=False
+    ),
+    ("POST", f"{FHIR}/Subscription"): Rule(SUBSCRIBERS, "create", "subscription"),
+    ("GET", f"{FHIR}/Subscription/{{subscription_id}}"): Rule(SUBSCRIBERS, "read", "subscription"),
+    ("DELETE", f"{FHIR}/Subscription/{{subscription_id}}"): Rule(
+        SUBSCRIBERS, "delete", "subscription"
+    ),
+    ("GET", f"{FHIR}/Subscription/{{subscription_id}}/$status"): Rule(
+        SUBSCRIBERS, "read", "subscription"
     ),
 }
 

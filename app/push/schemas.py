@@ -10,6 +10,7 @@ from pydantic import Field
 
 from app.core.schemas import RequestModel, ResponseModel
 from app.outbox.events import EventType
+from app.push.service_rules import RECEIVER_URL_PATTERN
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
@@ -18,8 +19,8 @@ class WebhookCreate(RequestModel):
     url: Annotated[
         str,
         Field(
-            min_length=1,
             max_length=2000,
+            pattern=RECEIVER_URL_PATTERN,
             description="Where deliveries are POSTed: `https`, or `http` to a host listed in "
             "OUTCOMES_WEBHOOK_ALLOWED_HOSTS. Redirects are not followed.",
         ),

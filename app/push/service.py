@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,25 +14,8 @@ from app.push.errors import DeliveryNotFound, WebhookNotFound
 from app.push.models import PushDelivery, PushSubscription
 from app.push.repository import PushRepository
 from app.push.schemas import DeliveryRead, DeliveryStatus, WebhookCreate, WebhookCreated
+from app.push.service_rules import receiver_url_problem
 from app.push.signing import new_secret
-
-
-def receiver_url_problem(url: str, http_hosts: frozenset[str]) -> str | None:
-    """Why a receiver URL is refused (None when it is accepted): https, or http to an allowed
-    host; an absolute URL with a host and no credentials."""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 (raises ValueError for a port out of range)
-    except ValueError:
-        return "must be an absolute http(s) URL"
-    if parts.scheme not in ("https", "http") or not host:
-        return "must be an absolute https URL"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry credentials"
-    if parts.scheme == "http" and host not in http_hosts:
-        return "must be https (http only to the hosts in OUTCOMES_WEBHOOK_ALLOWED_HOSTS)"
-    return None
 
 
 class WebhookService:

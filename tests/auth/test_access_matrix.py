@@ -76,6 +76,7 @@ def body_for(method: str, template: str) -> dict[str, Any] | None:
             "observations": [{"instrument": "pain-nrs", "value": 4, "recorded_at": _ago(hours=1)}]
         },
         "/api/v1/tokens": {"role": "dashboard"},
+        "/fhir/R4/Subscription": {"resourceType": "Subscription"},
         "/api/v1/webhooks": {
             "url": "https://receiver.example/hook", "events": ["observation.created"]
         },

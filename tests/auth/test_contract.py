@@ -88,6 +88,11 @@ GET    /fhir/R4/Patient/$export                                 x      .      . 
 GET    /fhir/R4/$export-status/{job_id}                         x      .      .      x      .
 DELETE /fhir/R4/$export-status/{job_id}                         x      .      .      x      .
 GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson    x      .      .      x      .
+GET    /fhir/R4/SubscriptionTopic                               x      .      .      x      .
+POST   /fhir/R4/Subscription                                    x      .      .      x      .
+GET    /fhir/R4/Subscription/{subscription_id}                  x      .      .      x      .
+GET    /fhir/R4/Subscription/{subscription_id}/$status          x      .      .      x      .
+DELETE /fhir/R4/Subscription/{subscription_id}                  x      .      .      x      .
 """
 
 # What each request's audit row records (docs/security.md, "The audit trail"): its action, its
@@ -136,6 +141,11 @@ GET    /fhir/R4/Patient/$export                               export  bulk-expor
 GET    /fhir/R4/$export-status/{job_id}                       read    bulk-export           -
 DELETE /fhir/R4/$export-status/{job_id}                       delete  bulk-export           -
 GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson  export  bulk-export           -
+GET    /fhir/R4/SubscriptionTopic                             -       -                     -
+POST   /fhir/R4/Subscription                                  create  subscription          -
+GET    /fhir/R4/Subscription/{subscription_id}                read    subscription          -
+GET    /fhir/R4/Subscription/{subscription_id}/$status        read    subscription          -
+DELETE /fhir/R4/Subscription/{subscription_id}                delete  subscription          -
 """
 
 Route = tuple[str, str]  # (method, path template)
@@ -217,6 +227,7 @@ class World:
     serial: itertools.count[int]  # makes each recorded time different
     webhook_id: str  # a webhook with one delivery (deleted last: its row comes last)
     delivery_id: str
+    subscriptions: dict[str, str]  # role → a FHIR Subscription of its own (admin, integration)
 
     def call(self, route: Route, role: str, target: Target) -> Call:
         method, template = route
@@ -227,6 +238,7 @@ class World:
             patient_id=patient, course_id=course, token_id=self.token_id, job_id=job,
             resource_type="Observation", webhook_id=self.webhook_id,
             delivery_id=self.delivery_id,
+            subscription_id=self.subscriptions.get(role, self.subscriptions["integration"]),
         )  # fmt: skip
         audited = AUDIT[route]
         params, headers = {}, {}
@@ -276,6 +288,7 @@ def _body(route: Route, serial: int) -> dict[str, Any] | None:
         ("POST", "/api/v1/webhooks"): {
             "url": "https://receiver.example/hook", "events": ["observation.created"]
         },
+        ("POST", "/fhir/R4/Subscription"): _SUBSCRIPTION,
     }  # fmt: skip
     return bodies.get(route)
 
@@ -317,13 +330,26 @@ async def world(app: FastAPI) -> AsyncIterator[World]:
     cancel_jobs = {role: await export_job(role) for role in ("admin", "integration")}
     _, token_id = await issue("dashboard")
     webhook_id, delivery_id = await _webhook_with_a_delivery(engine, clients["admin"])
+    subscriptions = {}
+    for role in ("admin", "integration"):
+        made = await clients[role].post("/fhir/R4/Subscription", json=_SUBSCRIPTION)
+        assert made.status_code == 201, made.text
+        subscriptions[role] = made.json()["id"]
     yield World(
         engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count(),
-        webhook_id, delivery_id,
+        webhook_id, delivery_id, subscriptions,
     )  # fmt: skip
     for client in clients.values():
         await client.aclose()
     await empty_tables(engine)
+
+
+_SUBSCRIPTION = {
+    "resourceType": "Subscription",
+    "reason": "contract",
+    "criteria": "https://outcomes.example/fhir/SubscriptionTopic/careplan-frequency",
+    "channel": {"type": "rest-hook", "endpoint": "https://ehr.example/hook"},
+}
 
 
 async def _webhook_with_a_delivery(

@@ -10,6 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The settings of an app whose dispatcher runs, quickly, with receivers on the loopback.
+FAST = {
+    "push_dispatch": True,
+    "webhook_allowed_hosts": "127.0.0.1",
+    "push_poll_seconds": 0.05,
+    "push_retry_base_seconds": 0.05,
+    "push_retry_max_seconds": 0.2,
+    "push_timeout_seconds": 2.0,
+}
+
 
 @dataclass(frozen=True)
 class Received:

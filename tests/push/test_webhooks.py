@@ -21,17 +21,8 @@ from standardwebhooks import Webhook
 from app.core.config import Settings
 from app.outbox.models import OutboxEvent
 from tests.factories import API, ago, create_course, create_patient
-from tests.push.receiver import Received, Receiver, always, receiving
+from tests.push.receiver import FAST, Received, Receiver, always, receiving
 from tests.support import Issue, assert_problem, client_of, running
-
-FAST = {
-    "push_dispatch": True,
-    "webhook_allowed_hosts": "127.0.0.1",
-    "push_poll_seconds": 0.05,
-    "push_retry_base_seconds": 0.05,
-    "push_retry_max_seconds": 0.2,
-    "push_timeout_seconds": 2.0,
-}
 
 
 @dataclass
