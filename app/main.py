@@ -36,6 +36,9 @@ from app.idempotency.service import purging_in_background
 from app.oauth.router import install_oauth
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
+from app.push.dispatcher import Dispatcher
+from app.push.fhir_router import router as subscriptions_router
+from app.push.router import router as webhooks_router
 from app.recording.router import router as recording_router
 from app.summary.router import router as summary_router
 from app.treatment_sessions.router import router as sessions_router
@@ -298,6 +301,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         set_auth_state(app, AuthState(token_cache, listener))
         if listener is not None:
             listener.start()
+        # Push: every process delivers the outbox (app/push/dispatcher.py).
+        dispatcher = Dispatcher(state.sessionmaker, settings) if settings.push_dispatch else None
+        if dispatcher is not None:
+            dispatcher.start()
         _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
@@ -306,6 +313,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             if listener is not None:
                 await listener.stop()
             if state.raw_pool is not None:
@@ -363,8 +372,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(summary_router)
     api.include_router(tokens_router)
     api.include_router(audit_router)
+    api.include_router(webhooks_router)
     app.include_router(api)
     install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome
+    app.include_router(subscriptions_router)  # /fhir/R4 Subscriptions (app/push)
     install_oauth(app)  # /oauth/token: no bearer token; errors as RFC 6749 says
     app.include_router(ops.router)
     _document_api(app)

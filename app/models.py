@@ -1,5 +1,6 @@
 """Every model, imported once so metadata (and Alembic) sees the whole schema."""
 
+from app.analytics.models import CourseRecommendation
 from app.audit.models import AuditEvent
 from app.auth.models import ApiToken, IdempotencyKey
 from app.courses.models import Course, FrequencyChange
@@ -7,7 +8,9 @@ from app.enrolment.models import Device, EnrolmentCode, RefreshToken
 from app.fhir.models import ExportJob
 from app.oauth.models import ClientAssertion, OAuthClient
 from app.observations.models import Observation
+from app.outbox.models import OutboxEvent
 from app.patients.models import Patient
+from app.push.models import PushDelivery, PushSubscription
 from app.treatment_sessions.models import TreatmentSession
 
 __all__ = [
@@ -15,6 +18,7 @@ __all__ = [
     "AuditEvent",
     "ClientAssertion",
     "Course",
+    "CourseRecommendation",
     "Device",
     "EnrolmentCode",
     "ExportJob",
@@ -22,7 +26,10 @@ __all__ = [
     "IdempotencyKey",
     "OAuthClient",
     "Observation",
+    "OutboxEvent",
     "Patient",
+    "PushDelivery",
+    "PushSubscription",
     "RefreshToken",
     "TreatmentSession",
 ]

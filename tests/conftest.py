@@ -84,7 +84,8 @@ async def _reset_postgres(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    # The push dispatcher runs only in the apps of the tests that use it (tests/push).
+    return Settings(database_url=database_url, push_dispatch=False)
 
 
 @pytest.fixture(scope="session")

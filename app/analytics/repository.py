@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from app.analytics.models import CourseRecommendation
 from app.analytics.registry import policies
 from app.core.db import UTCDateTime, table_of
 from app.courses.models import Course, FrequencyChange
@@ -58,6 +59,7 @@ OBSERVATIONS = table_of(Observation)
 COURSES = table_of(Course)
 CHANGES = table_of(FrequencyChange)
 SESSIONS = table_of(TreatmentSession)
+RECOMMENDATIONS = table_of(CourseRecommendation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,10 @@ class CourseFacts:
     last_change_rule: str | None = None
     # The events of the latest session that had any since the last clinician decision.
     unacknowledged_adverse_events: tuple[str, ...] = ()
+    # The recommendation last computed on the write path (course_recommendations): a new one
+    # that differs is a `recommendation.changed` event (app/outbox).
+    last_action: str | None = None
+    last_rule: str | None = None
 
 
 class FrequencyChangeValues(TypedDict):
@@ -190,6 +196,15 @@ def _facts(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
         _first_session(course_id),
         latest_session.scalar_subquery().label("latest_adverse_events"),
         unacknowledged.scalar_subquery().label("unacknowledged_adverse_events"),
+        *_last_recommendation(course_id),
+    ]
+
+
+def _last_recommendation(course_id: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    latest = select(RECOMMENDATIONS.c.action).where(RECOMMENDATIONS.c.course_id == course_id)
+    return [
+        latest.scalar_subquery().label("last_action"),
+        latest.with_only_columns(RECOMMENDATIONS.c.rule).scalar_subquery().label("last_rule"),
     ]
 
 
@@ -235,6 +250,8 @@ TREND_COURSE = (
         _first_session(COURSES.c.id),
         null().label("latest_adverse_events"),
         null().label("unacknowledged_adverse_events"),
+        null().label("last_action"),
+        null().label("last_rule"),
     )
     .where(_TREND)
     .order_by(*_TREND_ORDER)
@@ -348,6 +365,8 @@ def course_of(row: Mapping[str, Any]) -> tuple[PolicyCourse, CourseFacts]:
         latest_adverse_events=_events(row["latest_adverse_events"]),
         last_change_rule=row["last_change_rule"],
         unacknowledged_adverse_events=_events(row["unacknowledged_adverse_events"]),
+        last_action=row["last_action"],
+        last_rule=row["last_rule"],
     )
     return PolicyCourse(*(row[name] for name in COURSE_COLUMNS)), facts
 

@@ -39,6 +39,7 @@ API = "/api/v1"
 FHIR = "/fhir/R4"
 FHIR_READERS: frozenset[Role] = frozenset({"admin", "integration", "patient"})
 BULK_EXPORTERS: frozenset[Role] = frozenset({"admin", "integration"})
+SUBSCRIBERS: frozenset[Role] = frozenset({"admin", "integration"})
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False),
     ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient"),
@@ -86,6 +87,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/tokens"): Rule(_r("admin"), "read", "token"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
     ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
+    # Push (app/push): webhooks are the admins'; a delivery carries ids and values, not names.
+    ("POST", f"{API}/webhooks"): Rule(_r("admin"), "create", "webhook"),
+    ("GET", f"{API}/webhooks"): Rule(_r("admin"), "read", "webhook"),
+    ("DELETE", f"{API}/webhooks/{{webhook_id}}"): Rule(_r("admin"), "delete", "webhook"),
+    ("GET", f"{API}/webhooks/{{webhook_id}}/deliveries"): Rule(
+        _r("admin"), "read", "webhook-delivery"
+    ),
+    ("POST", f"{API}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/resend"): Rule(
+        _r("admin"), "update", "webhook-delivery"
+    ),
     # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
     # Searches without `patient` cover every patient, so a patient token must name its own.
     ("GET", f"{FHIR}/metadata"): Rule(ALL, "read", "capability-statement", audit=False),
@@ -104,6 +115,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{FHIR}/$export-status/{{job_id}}"): Rule(BULK_EXPORTERS, "delete", "bulk-export"),
     ("GET", f"{FHIR}/$export-file/{{job_id}}/{{resource_type}}.ndjson"): Rule(
         BULK_EXPORTERS, "export", "bulk-export"
+    ),
+    # Topic-based Subscriptions (app/push/fhir_router.py): a subscription is its token's (or an
+    # admin's) alone, and carries only patients that token may read.
+    ("GET", f"{FHIR}/SubscriptionTopic"): Rule(
+        SUBSCRIBERS, "read", "subscription-topic", audit=False
+    ),
+    ("POST", f"{FHIR}/Subscription"): Rule(SUBSCRIBERS, "create", "subscription"),
+    ("GET", f"{FHIR}/Subscription/{{subscription_id}}"): Rule(SUBSCRIBERS, "read", "subscription"),
+    ("DELETE", f"{FHIR}/Subscription/{{subscription_id}}"): Rule(
+        SUBSCRIBERS, "delete", "subscription"
+    ),
+    ("GET", f"{FHIR}/Subscription/{{subscription_id}}/$status"): Rule(
+        SUBSCRIBERS, "read", "subscription"
     ),
 }
 

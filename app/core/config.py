@@ -59,6 +59,31 @@ class Settings(BaseSettings):
     # job's status and files can be fetched for this long after its kick-off.
     export_batch_size: int = Field(1000, gt=0, le=10_000)
     export_retention_hours: float = Field(24, gt=0)
+    # Push (app/push, docs/push.md). Every process runs a dispatcher unless this is off.
+    push_dispatch: bool = True
+    # Receivers may use http (not only https) on these hosts: comma-separated names or
+    # addresses, e.g. "127.0.0.1,localhost" for tests. Empty: https only.
+    webhook_allowed_hosts: str = ""
+    # How often an idle dispatcher looks for new events and due deliveries.
+    push_poll_seconds: float = Field(0.5, gt=0)
+    # One attempt's time limit (connect, send, answer); attempts in flight per process, and
+    # per subscription (a slow receiver takes at most this many of the process's slots).
+    push_timeout_seconds: float = Field(10, gt=0)
+    push_concurrency: int = Field(16, ge=1)
+    push_per_subscription: int = Field(4, ge=1)
+    # Retries: exponential backoff with jitter from push_retry_base_seconds, each wait at most
+    # push_retry_max_seconds, for push_retry_window_hours after the event; then `failed`.
+    push_retry_base_seconds: float = Field(5, gt=0)
+    push_retry_max_seconds: float = Field(3600, gt=0)
+    push_retry_window_hours: float = Field(24, gt=0)
+    # Delivered events (and events no subscription wanted) are purged after this long.
+    push_retention_hours: float = Field(168, gt=0)
+
+    @property
+    def webhook_http_hosts(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()
+        )
 
     @property
     def async_database_url(self) -> URL:

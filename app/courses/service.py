@@ -10,6 +10,7 @@ from app.courses.models import Course, FrequencyChange
 from app.courses.repository import CourseRepository
 from app.courses.schedule import RESUMED, phase_for
 from app.courses.schemas import CourseCreate, CourseUpdate, FrequencyChangeCreate
+from app.outbox import events
 from app.patients.service import PatientService
 
 FINAL_STATUSES = frozenset({"completed", "discontinued"})
@@ -72,11 +73,18 @@ class CourseService:
             and course.status in FINAL_STATUSES
         ):
             raise CourseClosed(course.status, "its status cannot change")
-        if new_status is not None and new_status != course.status:
+        previous = course.status
+        if new_status is not None and new_status != previous:
             await self._status_moment(course, new_status)
         for field, value in changes.items():
             setattr(course, field, value)
         await self.session.flush()
+        if new_status is not None and new_status != previous:
+            event = events.status_changed(
+                patient_id=course.patient_id, course_id=course.id, status=new_status,
+                previous=previous, at=utcnow(),
+            )  # fmt: skip
+            await self.session.execute(events.ADD_EVENT, dict(event))
         return course
 
     async def _status_moment(self, course: Course, new_status: str) -> None:
@@ -109,19 +117,27 @@ class CourseService:
         course = await self.get(course_id)
         if course.status in FINAL_STATUSES:
             raise CourseClosed(course.status, "its frequency cannot change")
+        previous = course.sessions_per_week
         course.sessions_per_week = data.sessions_per_week
         course.phase = phase_for(data.sessions_per_week)
-        await self.repo.add(
-            FrequencyChange(
-                course_id=course.id,
-                sessions_per_week=data.sessions_per_week,
-                phase=course.phase,
-                changed_at=utcnow(),
-                source="clinician",
-                rule=None,
-                reason=data.reason,
-            )
+        change = FrequencyChange(
+            id=uuid.uuid4(),
+            course_id=course.id,
+            sessions_per_week=data.sessions_per_week,
+            phase=course.phase,
+            changed_at=utcnow(),
+            source="clinician",
+            rule=None,
+            reason=data.reason,
         )
+        await self.repo.add(change)
+        # The same transaction as the change: the event exists if and only if it commits.
+        event = events.frequency_changed(
+            patient_id=course.patient_id, course_id=course.id, change_id=change.id,
+            previous=previous, sessions_per_week=change.sessions_per_week, phase=change.phase,
+            source="clinician", rule=None, changed_at=change.changed_at,
+        )  # fmt: skip
+        await self.session.execute(events.ADD_EVENT, dict(event))
         return course
 
     async def history(self, course_id: uuid.UUID) -> list[FrequencyChange]:

@@ -39,9 +39,9 @@ HEADER = b"idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Where keys apply: POSTs to the API (nothing else under /api/ writes with a POST).
 PREFIX = "/api/"
-# Responses that carry a secret shown only once (a new token): never stored, as only the
-# token's hash is. The key still makes the request happen once; a repeat gets a 409.
-SECRET_RESPONSES = frozenset({"/api/v1/tokens"})
+# Responses that carry a secret shown only once (a new token; a webhook's signing secret):
+# never stored. The key still makes the request happen once; a repeat gets a 409.
+SECRET_RESPONSES = frozenset({"/api/v1/tokens", "/api/v1/webhooks"})
 # The scope-state entries the middleware leaves for the router dependency: a new key's claim,
 # or the answer a known (or invalid) key already has.
 CLAIM = "idempotency"

@@ -3,7 +3,8 @@ plain pool (app/core/pg.py), each its own transaction unless a batch asks for on
 
 Measured on the benchmark box, a statement through a SQLAlchemy session costs 0.8–0.9 ms of
 the worker's CPU, the same on a pooled asyncpg connection 0.2 ms; and the pipeline's
-composed statements (``PG_RECORD_ONE``, ``PG_RECORD_BATCH``, ``PG_TREND_INPUTS``) do in one
+composed statements (``PG_RECORD_ONE``, ``PG_INSERT_BATCH``, ``PG_APPLY``, ``PG_TREND_INPUTS``,
+each with the outbox events of what it writes) do in one
 round trip what the session store does in several. So a POST is two statements (the inputs,
 then one atomic write of the observation, its audit row and the policy's changes), a batch
 one transaction of two or three, a trend read one.
@@ -36,7 +37,14 @@ from app.core.pg import Connection, Pool, connection
 from app.observations.bulk import unnest_columns
 from app.patients.errors import PatientNotFound
 from app.recording import statements as sql
-from app.recording.store import PlannedChange, SharedQueries, TrendInputs
+from app.recording.store import (
+    NOTHING,
+    PlannedChange,
+    PlannedEvent,
+    SharedQueries,
+    TrendInputs,
+    Writes,
+)
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -66,7 +74,7 @@ _PATIENT_INPUTS = RawStatement(sql.PG_PATIENT_INPUTS)
 _NAMED_INPUTS = RawStatement(sql.PG_NAMED_INPUTS)
 _RECORD_ONE = RawStatement(sql.PG_RECORD_ONE)
 _INSERT_BATCH = RawStatement(sql.PG_INSERT_BATCH)
-_CHANGE_FREQUENCY = RawStatement(sql.PG_CHANGE_FREQUENCY)
+_APPLY = RawStatement(sql.PG_APPLY)
 _TREND_INPUTS = RawStatement(sql.PG_TREND_INPUTS)
 
 
@@ -105,6 +113,32 @@ def change_arrays(changes: Sequence[PlannedChange]) -> dict[str, list[Any]]:
     }
 
 
+def recommendation_arrays(writes: Writes) -> dict[str, list[Any]]:
+    """The ``rec_*`` parameters: one array element per new recommendation."""
+    recs = writes.recommendations
+    return {
+        "rec_course_id": [r.course_id for r in recs],
+        "rec_seen_action": [r.seen_action for r in recs],
+        "rec_seen_rule": [r.seen_rule for r in recs],
+        "rec_action": [r.action for r in recs],
+        "rec_rule": [r.rule for r in recs],
+    }
+
+
+def event_arrays(events: Sequence[PlannedEvent]) -> dict[str, list[Any]]:
+    """The ``event_*`` parameters: one array element per proposed event."""
+    return {
+        "event_id": [e.row["id"] for e in events],
+        "event_type": [e.row["type"] for e in events],
+        "event_patient_id": [e.row["patient_id"] for e in events],
+        "event_course_id": [e.row["course_id"] for e in events],
+        "event_occurred_at": [e.row["occurred_at"] for e in events],
+        "event_payload": [e.row["payload"] for e in events],
+        "event_gate": [e.gate for e in events],
+        "event_gate_id": [e.gate_id for e in events],
+    }
+
+
 def _inputs(records: Sequence[Any]) -> PolicyInputs:
     """Rows of ``courses_with_window``: a course each, every row with the same arrays."""
     if not records:
@@ -134,8 +168,16 @@ class PgUnit(SharedQueries):
         statement = _PATIENT_INPUTS if course_id is None else _NAMED_INPUTS
         return _inputs(await self._fetch(statement, params))
 
-    async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
-        params = {**row, **audit_params(self.access, 201), **change_arrays(changes)}
+    async def write_one(
+        self, row: Mapping[str, Any], changes: Sequence[PlannedChange], writes: Writes = NOTHING
+    ) -> bool:
+        params = {
+            **row,
+            **audit_params(self.access, 201),
+            **change_arrays(changes),
+            **recommendation_arrays(writes),
+            **event_arrays(writes.events),
+        }
         try:
             records = await self._fetch(_RECORD_ONE, params)
         except asyncpg.ForeignKeyViolationError as exc:
@@ -149,12 +191,14 @@ class PgUnit(SharedQueries):
         patient_id: uuid.UUID,
         received_at: datetime,
         items: Sequence[Mapping[str, Any]],
+        events: Sequence[PlannedEvent] = (),
     ) -> set[uuid.UUID]:
         params: dict[str, Any] = {
             "patient_id": patient_id,
             "received_at": received_at,
             **unnest_columns(items),  # in id order: overlapping batches cannot deadlock
             **audit_params(self.access, 200),
+            **event_arrays(events),
         }
         try:
             records = await self._fetch(_INSERT_BATCH, params)
@@ -165,12 +209,16 @@ class PgUnit(SharedQueries):
         self.audited = True
         return set(records[0]["stored_ids"])
 
-    async def apply(self, changes: Sequence[PlannedChange]) -> int:
-        applied = 0
-        for change in changes:
-            params = {"id": change.id, "course_id": change.course_id, "seen": change.seen}
-            params |= {"changed_at": self.received_at, **change.values}
-            applied += (await self._fetch(_CHANGE_FREQUENCY, params))[0]["applied"]
+    async def apply(self, changes: Sequence[PlannedChange], writes: Writes = NOTHING) -> int:
+        if not changes and not writes:
+            return 0  # nothing to write: no round trip
+        params = {
+            "received_at": self.received_at,
+            **change_arrays(changes),
+            **recommendation_arrays(writes),
+            **event_arrays(writes.events),
+        }
+        applied: int = (await self._fetch(_APPLY, params))[0]["applied"]
         return applied
 
     async def trend_inputs(

@@ -30,8 +30,16 @@ from app.courses.errors import CourseNotFound
 from app.courses.schedule import phase_for
 from app.observations.errors import InvalidReference, ObservationIdConflict
 from app.observations.schemas import BatchResult, BatchStatus, ObservationCreate
+from app.outbox import events
 from app.patients.errors import PatientNotFound
-from app.recording.store import PlannedChange, RecordingStore, RecordingUnit
+from app.recording.store import (
+    PlannedChange,
+    PlannedEvent,
+    PlannedRecommendation,
+    RecordingStore,
+    RecordingUnit,
+    Writes,
+)
 
 # What a client sends; two posts of one id are the same observation when these agree (and the
 # course, when the client named one: see same_content).
@@ -48,26 +56,38 @@ CONTENT_FIELDS = (
 _uuid = TypeAdapter(uuid.UUID)
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the policy decided: frequency changes, and what else to write with them (new
+    recommendations, and the events of both)."""
+
+    changes: list[PlannedChange] = field(default_factory=list)
+    writes: Writes = field(default_factory=Writes)
+
+
 def plan(
     inputs: PolicyInputs,
     new: Iterable[Value],
     now: datetime,
     concerned: Collection[uuid.UUID] | None = None,
-) -> list[PlannedChange]:
+) -> Plan:
     """The changes the policy makes to the active courses read (those ``concerned``: all
     when None), counting the ``new`` values (merged into the window in value order, as a
-    later read would return them)."""
+    later read would return them); and each course's recommendation where it differs from the
+    one stored, with the events of both."""
     courses = [
         (course, facts)
         for course, facts in inputs.courses
         if course.status == "active" and (concerned is None or course.id in concerned)
     ]
     if not courses:
-        return []
+        return Plan()
     values = inputs.values
     for value in new:
         bisect.insort(values, value, key=value_order)
     changes = []
+    recommendations = []
+    planned_events = []
     for course, facts in courses:
         points = group_points(values, course.id)
         rec = verdict(course, facts, points, now, policy_of(course))
@@ -80,8 +100,28 @@ def plan(
                 "rule": rec.rule,
                 "reason": rec.rationale,
             }
-            changes.append(PlannedChange(new_id(), course.id, course.sessions_per_week, change))
-    return changes
+            planned = PlannedChange(new_id(), course.id, course.sessions_per_week, change)
+            changes.append(planned)
+            row = events.frequency_changed(
+                patient_id=course.patient_id, course_id=course.id, change_id=planned.id,
+                previous=course.sessions_per_week, sessions_per_week=frequency,
+                phase=change["phase"], source="policy", rule=rec.rule, changed_at=now,
+            )  # fmt: skip
+            planned_events.append(PlannedEvent(row, "changed", course.id))
+        if (rec.action, rec.rule) != (facts.last_action, facts.last_rule):
+            recommendations.append(
+                PlannedRecommendation(
+                    course.id, facts.last_action, facts.last_rule, rec.action, rec.rule
+                )
+            )
+            row = events.recommendation_changed(
+                patient_id=course.patient_id, course_id=course.id, action=rec.action,
+                rule=rec.rule, recommended_sessions_per_week=rec.recommended_sessions_per_week,
+                current_sessions_per_week=course.sessions_per_week,
+                previous_action=facts.last_action, previous_rule=facts.last_rule, at=now,
+            )  # fmt: skip
+            planned_events.append(PlannedEvent(row, "recommended", course.id))
+    return Plan(changes, Writes(recommendations, planned_events))
 
 
 def spans(inputs: PolicyInputs) -> list[CourseSpan]:
@@ -202,8 +242,10 @@ class RecordingService:
             else:
                 row["course_id"] = _attribute(courses, data, ["body", "course_id"])
             concerned = concerned_by(courses, row["course_id"], data.recorded_at)
-            changes = plan(inputs, [_value(row)], now, concerned)
-            if await db.write_one(row, changes):
+            planned = plan(inputs, [_value(row)], now, concerned)
+            created = PlannedEvent(events.observation_created(row), "stored", row["id"])
+            writes = Writes(planned.writes.recommendations, [created, *planned.writes.events])
+            if await db.write_one(row, planned.changes, writes):
                 return row, True
             existing = (await db.stored([row["id"]])).get(row["id"])
             if existing is not None and same_content(existing, patient_id, data):
@@ -227,11 +269,16 @@ class RecordingService:
             candidates = _attributed(courses, candidates)
             candidates = _without_repeated_ids(candidates)
             rows = [c.row() for c in candidates]
-            stored_ids = await db.write_batch(patient_id, now, rows)
+            batch = {"patient_id": patient_id, "received_at": now}
+            created = [
+                PlannedEvent(events.observation_created(r | batch), "stored", r["id"]) for r in rows
+            ]
+            stored_ids = await db.write_batch(patient_id, now, rows, created)
             if stored_ids:  # one policy evaluation for the whole batch, counting its values
                 new = [_value(r) for r in rows if r["id"] in stored_ids]
                 concerned = set().union(*(concerned_by(courses, v[4], v[1]) for v in new))
-                await db.apply(plan(inputs, new, now, concerned))
+                planned = plan(inputs, new, now, concerned)
+                await db.apply(planned.changes, planned.writes)
             existing = await db.stored([c.id for c in candidates if c.id not in stored_ids])
         # Ids that were already stored (by an earlier request or a concurrent one).
         for candidate in candidates:
@@ -249,7 +296,8 @@ class RecordingService:
         the session is among the facts, no value is new."""
         async with self.store.unit() as db:
             inputs = await db.policy_inputs(patient_id, course_id)
-            await db.apply(plan(inputs, (), self.received_at))
+            planned = plan(inputs, (), self.received_at)
+            await db.apply(planned.changes, planned.writes)
 
     async def trends(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None

@@ -25,7 +25,14 @@ from app.core.errors import is_foreign_key_violation
 from app.observations import bulk
 from app.patients.errors import PatientNotFound
 from app.recording import statements as sql
-from app.recording.store import PlannedChange, SharedQueries, TrendInputs
+from app.recording.store import (
+    NOTHING,
+    PlannedChange,
+    PlannedEvent,
+    SharedQueries,
+    TrendInputs,
+    Writes,
+)
 
 
 @dataclass(slots=True)
@@ -54,7 +61,9 @@ class SessionUnit(SharedQueries):
         params = {"patient_id": patient_id, "course_id": course_id}
         return await read_inputs(self.session, reads.NAMED_COURSE, reads.NAMED_VALUES, params)
 
-    async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
+    async def write_one(
+        self, row: Mapping[str, Any], changes: Sequence[PlannedChange], writes: Writes = NOTHING
+    ) -> bool:
         try:
             result = await self.session.execute(sql.INSERT_OBSERVATION[self.dialect], dict(row))
         except IntegrityError as exc:
@@ -63,7 +72,7 @@ class SessionUnit(SharedQueries):
             raise
         if result.first() is None:
             return False
-        await self.apply(changes)
+        await self._apply(changes, writes, stored={row["id"]})
         return True
 
     async def write_batch(
@@ -71,6 +80,7 @@ class SessionUnit(SharedQueries):
         patient_id: uuid.UUID,
         received_at: datetime,
         items: Sequence[Mapping[str, Any]],
+        events: Sequence[PlannedEvent] = (),
     ) -> set[uuid.UUID]:
         if not await self.patient_exists(patient_id):  # a 404 whatever the items
             raise PatientNotFound(patient_id)
@@ -86,10 +96,16 @@ class SessionUnit(SharedQueries):
             batch = {"patient_id": patient_id, "received_at": received_at}
             rows = [{**item, **batch} for item in items]
             stored = set((await self.session.execute(bulk.insert_row(), rows)).scalars().all())
+        await self._events(events, {"stored": stored})
         return stored
 
-    async def apply(self, changes: Sequence[PlannedChange]) -> int:
-        applied = 0
+    async def apply(self, changes: Sequence[PlannedChange], writes: Writes = NOTHING) -> int:
+        return await self._apply(changes, writes, stored=set())
+
+    async def _apply(
+        self, changes: Sequence[PlannedChange], writes: Writes, stored: set[uuid.UUID]
+    ) -> int:
+        changed: set[uuid.UUID] = set()
         for change in changes:
             params = {"course_id": change.course_id, "seen": change.seen}
             params |= {"changed_at": self.received_at, **change.values}
@@ -97,8 +113,31 @@ class SessionUnit(SharedQueries):
             if cast("CursorResult[Any]", result).rowcount != 1:
                 continue  # the course moved on meanwhile
             await self.session.execute(sql.ADD_CHANGE, {**params, "id": change.id})
-            applied += 1
-        return applied
+            changed.add(change.course_id)
+        recommended: set[uuid.UUID] = set()
+        for rec in writes.recommendations:
+            params = {"rec_course_id": rec.course_id, "new_action": rec.action}
+            params |= {"new_rule": rec.rule, "changed_at": self.received_at}
+            if rec.seen_action is None:
+                first = sql.FIRST_RECOMMENDATION[self.dialect]
+                written = (await self.session.execute(first, params)).first() is not None
+            else:
+                params |= {"seen_action": rec.seen_action, "seen_rule": rec.seen_rule}
+                result = await self.session.execute(sql.REPLACE_RECOMMENDATION, params)
+                written = cast("CursorResult[Any]", result).rowcount == 1
+            if written:
+                recommended.add(rec.course_id)
+        gates = {"stored": stored, "changed": changed, "recommended": recommended}
+        await self._events(writes.events, gates)
+        return len(changed)
+
+    async def _events(
+        self, events: Sequence[PlannedEvent], gates: Mapping[str, set[uuid.UUID]]
+    ) -> None:
+        """The events whose gate passed, in the order given (one multi-row INSERT)."""
+        rows = [dict(e.row) for e in events if e.gate_id in gates.get(e.gate, ())]
+        if rows:
+            await self.session.execute(sql.ADD_EVENT, rows)
 
     async def trend_inputs(
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None

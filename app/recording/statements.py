@@ -9,7 +9,13 @@ repository's (app/analytics/repository.py). The rules that live here, once:
 - the request's audit row written with the observation only if it was stored;
 - the compare-and-set frequency change: the UPDATE only matches the frequency the policy saw,
   so of two concurrent recordings that decide the same step, one applies it and the other
-  finds nothing to do (one history row, not two).
+  finds nothing to do (one history row, not two);
+- the compare-and-set recommendation: a course's new action and rule are stored only over the
+  ones the plan read (inserted only if none was stored);
+- the outbox: each event row (app/outbox/events.py) is written by the statement that writes
+  its change, gated on that change having been written (``Gate``: the observation stored, the
+  course's frequency changed, its recommendation stored), so an event exists if and only if
+  its change committed.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Select,
+    String,
     Update,
     Uuid,
+    and_,
     any_,
     bindparam,
     exists,
+    false,
     func,
+    or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -37,6 +48,7 @@ from app.analytics.repository import (
     COURSES,
     NAMED_COURSE,
     PATIENT_COURSES,
+    RECOMMENDATIONS,
     SESSIONS,
     TREND_COURSE,
     values_of,
@@ -44,6 +56,9 @@ from app.analytics.repository import (
 from app.audit.models import AuditEvent
 from app.core.db import UTCDateTime, table_of
 from app.observations import bulk
+from app.outbox.events import ADD_EVENT, EVENT_COLUMNS, OUTBOX
+
+__all__ = ["ADD_EVENT"]  # the session store writes the events with it
 from app.patients.models import Patient
 
 OBSERVATIONS = bulk.TABLE
@@ -101,6 +116,31 @@ CHANGE_COLUMNS = (
     "reason",
 )
 ADD_CHANGE = CHANGES.insert().values(_bound(CHANGES, CHANGE_COLUMNS))
+
+# The compare-and-set recommendation, in two halves: over the one read, or the first one.
+_RECOMMENDATION_VALUES = {
+    "action": bindparam("new_action", type_=RECOMMENDATIONS.c.action.type),
+    "rule": bindparam("new_rule", type_=RECOMMENDATIONS.c.rule.type),
+    "changed_at": bindparam("changed_at", type_=UTCDateTime()),
+}
+REPLACE_RECOMMENDATION: Update = (
+    RECOMMENDATIONS.update()
+    .where(
+        RECOMMENDATIONS.c.course_id == bindparam("rec_course_id", type_=Uuid()),
+        RECOMMENDATIONS.c.action == bindparam("seen_action"),
+        RECOMMENDATIONS.c.rule.is_not_distinct_from(
+            bindparam("seen_rule", type_=RECOMMENDATIONS.c.rule.type)
+        ),
+    )
+    .values(_RECOMMENDATION_VALUES)
+)
+FIRST_RECOMMENDATION: dict[str, Insert] = {
+    name: dialect.insert(RECOMMENDATIONS)
+    .values(course_id=bindparam("rec_course_id", type_=Uuid()), **_RECOMMENDATION_VALUES)
+    .on_conflict_do_nothing(index_elements=[RECOMMENDATIONS.c.course_id])
+    .returning(RECOMMENDATIONS.c.course_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 def _among(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
@@ -192,12 +232,65 @@ def _proposed() -> Any:
     return func.unnest(*params).table_valued(*arrays).render_derived(name="proposed")
 
 
-def _record_one() -> Select[Any]:
-    """One observation unless its id is taken; only if it was stored, the request's audit row
-    and the policy's changes (each a compare-and-set). Returns whether it was stored."""
-    stored = INSERT_OBSERVATION["postgresql"].cte("stored")
-    was_stored = exists(select(stored.c.id))
-    audited = _audit_from(was_stored).cte("audited")
+def _array_params(prefix: str, arrays: dict[str, Any], ordinality: str | None = None) -> Any:
+    """``unnest`` of one array parameter per column (``prefix`` + its name)."""
+    params = [bindparam(f"{prefix}{name}", type_=kind) for name, kind in arrays.items()]
+    valued = func.unnest(*params).table_valued(*arrays, with_ordinality=ordinality)
+    return valued.render_derived(name=prefix.rstrip("_") + "s")
+
+
+def _proposed_recommendations() -> Any:
+    text = postgresql.ARRAY(String())
+    arrays = {
+        "course_id": postgresql.ARRAY(Uuid()),
+        "seen_action": text,
+        "seen_rule": text,
+        "action": text,
+        "rule": text,
+    }
+    return _array_params("rec_", arrays)
+
+
+def _proposed_events() -> Any:
+    arrays = {
+        "id": postgresql.ARRAY(Uuid()),
+        "type": postgresql.ARRAY(OUTBOX.c.type.type),
+        "patient_id": postgresql.ARRAY(Uuid()),
+        "course_id": postgresql.ARRAY(Uuid()),
+        "occurred_at": postgresql.ARRAY(OUTBOX.c.occurred_at.type),
+        "payload": postgresql.ARRAY(OUTBOX.c.payload.type),
+        "gate": postgresql.ARRAY(String()),
+        "gate_id": postgresql.ARRAY(Uuid()),
+    }
+    return _array_params("event_", arrays, ordinality="ordinal")
+
+
+def _events_cte(
+    stored: Any | None = None, changed: Any | None = None, recommended: Any | None = None
+) -> Any:
+    """The proposed events (``event_*`` arrays) whose gate passed, in the order given."""
+    events = _proposed_events()
+    passed: list[ColumnElement[bool]] = []
+    for gate, cte, column in (
+        ("stored", stored, "id"),
+        ("changed", changed, "id"),
+        ("recommended", recommended, "course_id"),
+    ):
+        if cte is not None:
+            passed.append(and_(events.c.gate == gate, events.c.gate_id.in_(select(cte.c[column]))))
+    rows = (
+        select(*(events.c[name] for name in EVENT_COLUMNS))
+        .where(or_(*passed) if passed else false())
+        .order_by(events.c.ordinal)
+    )
+    return OUTBOX.insert().from_select(list(EVENT_COLUMNS), rows).cte("events")
+
+
+def _tail(gate: ColumnElement[bool], stored: Any | None = None) -> tuple[Any, list[Any]]:
+    """Only if ``gate``: the policy's changes (each a compare-and-set) with their history rows,
+    the new recommendations (each a compare-and-set), and the events whose change was written
+    (``stored``: the observations stored, for theirs). The changed courses' CTE and every CTE.
+    """
     proposed = _proposed()
     changed = (
         COURSES.update()
@@ -205,7 +298,7 @@ def _record_one() -> Select[Any]:
             COURSES.c.id == proposed.c.course_id,
             COURSES.c.status == "active",
             COURSES.c.sessions_per_week == proposed.c.seen,
-            was_stored,
+            gate,
         )
         .values(
             sessions_per_week=proposed.c.sessions_per_week,
@@ -226,7 +319,52 @@ def _record_one() -> Select[Any]:
         proposed.c.reason,
     ).join_from(proposed, changed, changed.c.id == proposed.c.course_id)
     history = CHANGES.insert().from_select(list(CHANGE_COLUMNS), history_rows).cte("history")
-    return select(was_stored.label("stored")).add_cte(audited, changed, history)
+    recs = _proposed_recommendations()
+    replaced = (
+        RECOMMENDATIONS.update()
+        .where(
+            RECOMMENDATIONS.c.course_id == recs.c.course_id,
+            recs.c.seen_action.is_not(None),
+            RECOMMENDATIONS.c.action == recs.c.seen_action,
+            RECOMMENDATIONS.c.rule.is_not_distinct_from(recs.c.seen_rule),
+            gate,
+        )
+        .values(action=recs.c.action, rule=recs.c.rule, changed_at=bindparam("received_at"))
+        .returning(RECOMMENDATIONS.c.course_id)
+        .cte("rec_replaced")
+    )
+    first_recs = _proposed_recommendations()
+    first = (
+        postgresql.insert(RECOMMENDATIONS)
+        .from_select(
+            ["course_id", "action", "rule", "changed_at"],
+            select(
+                first_recs.c.course_id,
+                first_recs.c.action,
+                first_recs.c.rule,
+                bindparam("received_at", type_=UTCDateTime()),
+            ).where(first_recs.c.seen_action.is_(None), gate),
+        )
+        .on_conflict_do_nothing(index_elements=[RECOMMENDATIONS.c.course_id])
+        .returning(RECOMMENDATIONS.c.course_id)
+        .cte("rec_first")
+    )
+    recommended = union_all(select(replaced.c.course_id), select(first.c.course_id)).subquery(
+        "recommended"
+    )
+    events = _events_cte(stored, changed, recommended)
+    return changed, [history, replaced, first, events]
+
+
+def _record_one() -> Select[Any]:
+    """One observation unless its id is taken; only if it was stored, the request's audit row,
+    the policy's changes and recommendations (each a compare-and-set) and the events of what
+    was written. Returns whether it was stored."""
+    stored = INSERT_OBSERVATION["postgresql"].cte("stored")
+    was_stored = exists(select(stored.c.id))
+    audited = _audit_from(was_stored).cte("audited")
+    changed, ctes = _tail(was_stored, stored)
+    return select(was_stored.label("stored")).add_cte(audited, changed, *ctes)
 
 
 PG_RECORD_ONE = _record_one()
@@ -243,34 +381,24 @@ def _insert_batch() -> Select[Any]:
     return select(
         func.array(select(stored.c.id).scalar_subquery()).label("stored_ids"),
         exists(select(audited.c.id)).label("audited"),
-    )
+    ).add_cte(_events_cte(stored=stored))
 
 
 PG_INSERT_BATCH = _insert_batch()
 
-# A compare-and-set change and its history row, in one statement.
-_changed = CHANGE_FREQUENCY.returning(COURSES.c.id).cte("changed")
-PG_CHANGE_FREQUENCY = (
-    select(func.count().label("applied"))
-    .select_from(select(_changed.c.id).subquery())
-    .add_cte(
-        CHANGES.insert()
-        .from_select(
-            list(CHANGE_COLUMNS),
-            select(
-                bindparam("id", type_=Uuid),
-                _changed.c.id,
-                bindparam("sessions_per_week"),
-                bindparam("phase", type_=CHANGES.c.phase.type),
-                bindparam("changed_at", type_=UTCDateTime()),
-                bindparam("source", type_=CHANGES.c.source.type),
-                bindparam("rule", type_=CHANGES.c.rule.type),
-                bindparam("reason", type_=CHANGES.c.reason.type),
-            ),
-        )
-        .cte("history")
+
+def _apply() -> Select[Any]:
+    """The policy's changes and recommendations (each a compare-and-set) and the events of
+    what was written: how many changes applied."""
+    changed, ctes = _tail(true())
+    return (
+        select(func.count().label("applied"))
+        .select_from(select(changed.c.id).subquery())
+        .add_cte(changed, *ctes)
     )
-)
+
+
+PG_APPLY = _apply()
 
 # A trend read: its course and window, and the request's audit row when there is a course.
 _trend = TREND_COURSE.cte("courses")

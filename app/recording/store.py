@@ -14,11 +14,12 @@ from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import Executable
 
 from app.analytics.repository import FrequencyChangeValues, PolicyCourse, PolicyInputs, Value
+from app.outbox.events import EventRow
 from app.recording import statements as sql
 
 
@@ -31,6 +32,47 @@ class PlannedChange:
     course_id: uuid.UUID
     seen: float
     values: FrequencyChangeValues
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRecommendation:
+    """A course's new recommendation (action and rule), stored only if the course's stored one
+    is still the one the plan read (``seen_action`` None: none was stored)."""
+
+    course_id: uuid.UUID
+    seen_action: str | None
+    seen_rule: str | None
+    action: str
+    rule: str | None
+
+
+# What an event waits for: its observation stored (the id), its course's frequency changed
+# or its course's recommendation stored (the course id).
+Gate = Literal["stored", "changed", "recommended"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """An outbox event, written only if what it reports was written (its ``gate``)."""
+
+    row: EventRow
+    gate: Gate
+    gate_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """What a plan writes besides the values and the frequency changes: recommendations and
+    events."""
+
+    recommendations: Sequence[PlannedRecommendation] = ()
+    events: Sequence[PlannedEvent] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.recommendations or self.events)
+
+
+NOTHING = Writes()
 
 
 class TrendInputs(NamedTuple):
@@ -48,23 +90,28 @@ class RecordingUnit(Protocol):
         """Every course of the patient (newest first) with the values of the active ones; or
         the one named, active or not, with its values."""
 
-    async def write_one(self, row: Mapping[str, Any], changes: Sequence[PlannedChange]) -> bool:
+    async def write_one(
+        self, row: Mapping[str, Any], changes: Sequence[PlannedChange], writes: Writes = NOTHING
+    ) -> bool:
         """Atomically: the observation unless its id is taken; only if it was stored, the
-        request's audit row (where the store writes it) and ``changes``. Whether it was
-        stored. PatientNotFound for an unknown patient (the foreign key), nothing written."""
+        request's audit row (where the store writes it), ``changes`` and ``writes`` (each
+        event only if its gate passed). Whether it was stored. PatientNotFound for an unknown
+        patient (the foreign key), nothing written."""
 
     async def write_batch(
         self,
         patient_id: uuid.UUID,
         received_at: datetime,
         items: Sequence[Mapping[str, Any]],
+        events: Sequence[PlannedEvent] = (),
     ) -> set[uuid.UUID]:
         """The items (each with bulk.ITEM_COLUMNS) unless their id is taken, with the
-        request's audit row (where the store writes it): the ids stored. PatientNotFound for
-        an unknown patient, nothing written."""
+        request's audit row (where the store writes it) and the ``events`` of the items
+        stored: the ids stored. PatientNotFound for an unknown patient, nothing written."""
 
-    async def apply(self, changes: Sequence[PlannedChange]) -> int:
-        """Each change as a compare-and-set with its history row: how many applied."""
+    async def apply(self, changes: Sequence[PlannedChange], writes: Writes = NOTHING) -> int:
+        """Each change as a compare-and-set with its history row, each recommendation as a
+        compare-and-set, and the events whose gate passed: how many changes applied."""
 
     async def stored(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         """The stored observations (every column, by name) of those of ``ids`` that exist."""

@@ -76,8 +76,12 @@ def body_for(method: str, template: str) -> dict[str, Any] | None:
             "observations": [{"instrument": "pain-nrs", "value": 4, "recorded_at": _ago(hours=1)}]
         },
         "/api/v1/tokens": {"role": "dashboard"},
+        "/fhir/R4/Subscription": {"resourceType": "Subscription"},
+        "/api/v1/webhooks": {
+            "url": "https://receiver.example/hook", "events": ["observation.created"]
+        },
     }  # fmt: skip
-    return bodies[template]
+    return bodies.get(template)
 
 
 @dataclass
@@ -105,7 +109,8 @@ async def world(client: httpx.AsyncClient, issue_token: Issue) -> World:
 def fill(template: str, patient_id: str, course_id: str) -> str:
     return template.format(
         patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4(), job_id=uuid.uuid4(),
-        resource_type="Observation",
+        resource_type="Observation", webhook_id=uuid.uuid4(), delivery_id=uuid.uuid4(),
+        subscription_id=uuid.uuid4(),
     )  # fmt: skip
 
 

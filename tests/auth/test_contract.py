@@ -37,6 +37,8 @@ from app.audit.models import AuditEvent
 from app.auth.service import TokenService
 from app.core.db import create_sessionmaker
 from app.core.state import app_state
+from app.outbox.models import OutboxEvent
+from app.push.models import PushDelivery
 from tests.factories import create_course, create_observation, create_patient, create_session
 from tests.support import client_of, empty_tables
 
@@ -69,6 +71,11 @@ POST   /api/v1/tokens                                           x      .      . 
 DELETE /api/v1/tokens/{token_id}                                x      .      .      .      .
 GET    /api/v1/audit                                            x      .      .      .      .
 GET    /api/v1/tokens                                           x      .      .      .      .
+POST   /api/v1/webhooks                                         x      .      .      .      .
+GET    /api/v1/webhooks                                         x      .      .      .      .
+GET    /api/v1/webhooks/{webhook_id}/deliveries                 x      .      .      .      .
+POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  x  .  .      .      .
+DELETE /api/v1/webhooks/{webhook_id}                            x      .      .      .      .
 GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
 GET    /fhir/R4/metadata                                        x      x      x      x      x
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
@@ -81,6 +88,11 @@ GET    /fhir/R4/Patient/$export                                 x      .      . 
 GET    /fhir/R4/$export-status/{job_id}                         x      .      .      x      .
 DELETE /fhir/R4/$export-status/{job_id}                         x      .      .      x      .
 GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson    x      .      .      x      .
+GET    /fhir/R4/SubscriptionTopic                               x      .      .      x      .
+POST   /fhir/R4/Subscription                                    x      .      .      x      .
+GET    /fhir/R4/Subscription/{subscription_id}                  x      .      .      x      .
+GET    /fhir/R4/Subscription/{subscription_id}/$status          x      .      .      x      .
+DELETE /fhir/R4/Subscription/{subscription_id}                  x      .      .      x      .
 """
 
 # What each request's audit row records (docs/security.md, "The audit trail"): its action, its
@@ -112,6 +124,11 @@ POST   /api/v1/tokens                                         create  token     
 DELETE /api/v1/tokens/{token_id}                              delete  token                 -
 GET    /api/v1/audit                                          read    audit                 -
 GET    /api/v1/tokens                                         read    token                 -
+POST   /api/v1/webhooks                                       create  webhook               -
+GET    /api/v1/webhooks                                       read    webhook               -
+GET    /api/v1/webhooks/{webhook_id}/deliveries               read    webhook-delivery      -
+POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  update  webhook-delivery  -
+DELETE /api/v1/webhooks/{webhook_id}                          delete  webhook               -
 GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
 GET    /fhir/R4/metadata                                      -       -                     -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
@@ -124,6 +141,11 @@ GET    /fhir/R4/Patient/$export                               export  bulk-expor
 GET    /fhir/R4/$export-status/{job_id}                       read    bulk-export           -
 DELETE /fhir/R4/$export-status/{job_id}                       delete  bulk-export           -
 GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson  export  bulk-export           -
+GET    /fhir/R4/SubscriptionTopic                             -       -                     -
+POST   /fhir/R4/Subscription                                  create  subscription          -
+GET    /fhir/R4/Subscription/{subscription_id}                read    subscription          -
+GET    /fhir/R4/Subscription/{subscription_id}/$status        read    subscription          -
+DELETE /fhir/R4/Subscription/{subscription_id}                delete  subscription          -
 """
 
 Route = tuple[str, str]  # (method, path template)
@@ -203,6 +225,9 @@ class World:
     read_job: str  # an export job of the integration token's: it and admins may read it
     cancel_jobs: dict[str, str]  # role → a job it may cancel (admin's, integration's own)
     serial: itertools.count[int]  # makes each recorded time different
+    webhook_id: str  # a webhook with one delivery (deleted last: its row comes last)
+    delivery_id: str
+    subscriptions: dict[str, str]  # role → a FHIR Subscription of its own (admin, integration)
 
     def call(self, route: Route, role: str, target: Target) -> Call:
         method, template = route
@@ -211,7 +236,9 @@ class World:
         job = self.cancel_jobs.get(role, self.read_job) if method == "DELETE" else self.read_job
         url = template.format(
             patient_id=patient, course_id=course, token_id=self.token_id, job_id=job,
-            resource_type="Observation",
+            resource_type="Observation", webhook_id=self.webhook_id,
+            delivery_id=self.delivery_id,
+            subscription_id=self.subscriptions.get(role, self.subscriptions["integration"]),
         )  # fmt: skip
         audited = AUDIT[route]
         params, headers = {}, {}
@@ -258,6 +285,10 @@ def _body(route: Route, serial: int) -> dict[str, Any] | None:
             "observations": [observation]
         },
         ("POST", "/api/v1/tokens"): {"role": "dashboard"},
+        ("POST", "/api/v1/webhooks"): {
+            "url": "https://receiver.example/hook", "events": ["observation.created"]
+        },
+        ("POST", "/fhir/R4/Subscription"): _SUBSCRIPTION,
     }  # fmt: skip
     return bodies.get(route)
 
@@ -298,12 +329,50 @@ async def world(app: FastAPI) -> AsyncIterator[World]:
     read_job = await export_job("integration")
     cancel_jobs = {role: await export_job(role) for role in ("admin", "integration")}
     _, token_id = await issue("dashboard")
+    webhook_id, delivery_id = await _webhook_with_a_delivery(engine, clients["admin"])
+    subscriptions = {}
+    for role in ("admin", "integration"):
+        made = await clients[role].post("/fhir/R4/Subscription", json=_SUBSCRIPTION)
+        assert made.status_code == 201, made.text
+        subscriptions[role] = made.json()["id"]
     yield World(
-        engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count()
-    )
+        engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count(),
+        webhook_id, delivery_id, subscriptions,
+    )  # fmt: skip
     for client in clients.values():
         await client.aclose()
     await empty_tables(engine)
+
+
+_SUBSCRIPTION = {
+    "resourceType": "Subscription",
+    "reason": "contract",
+    "criteria": "https://outcomes.example/fhir/SubscriptionTopic/careplan-frequency",
+    "channel": {"type": "rest-hook", "endpoint": "https://ehr.example/hook"},
+}
+
+
+async def _webhook_with_a_delivery(
+    engine: AsyncEngine, admin: httpx.AsyncClient
+) -> tuple[str, str]:
+    """A webhook (made over the API) and a delivery of the first event (as the dispatcher,
+    which the test app does not run, would fan it out)."""
+    made = await admin.post(
+        "/api/v1/webhooks",
+        json={"url": "https://receiver.example/hook", "events": ["observation.created"]},
+    )
+    assert made.status_code == 201, made.text
+    webhook_id = uuid.UUID(made.json()["id"])
+    async with create_sessionmaker(engine)() as session, session.begin():
+        seq = await session.scalar(select(OutboxEvent.seq).order_by(OutboxEvent.seq).limit(1))
+        assert seq is not None
+        delivery = PushDelivery(
+            id=uuid.uuid4(), subscription_id=webhook_id, event_seq=seq, stream_id=uuid.uuid4(),
+            number=1, status="failed", attempts=1, next_attempt_at=datetime.now(UTC),
+            retry_until=datetime.now(UTC), created_at=datetime.now(UTC),
+        )  # fmt: skip
+        session.add(delivery)
+    return str(webhook_id), str(delivery.id)
 
 
 # --- the checks ------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The transactional outbox: domain events written with the changes they report."""

@@ -1,0 +1,193 @@
+"""The dispatcher: runs in every process of the service, delivering the outbox at least once.
+
+Each round, in short transactions of their own:
+1. fan-out: events not yet fanned out become one delivery per subscription that wants them
+   (one process at a time: an advisory lock on PostgreSQL, the write lock on SQLite);
+2. claim: due deliveries, each the first pending one of its stream (a course's events, in
+   order) for its subscription, ``FOR UPDATE SKIP LOCKED`` so processes never claim the same
+   one, leased (due again when the lease ends, so a process killed mid-attempt loses
+   nothing: the next claim sends it again, with the same ``webhook-id``);
+3. attempts, concurrently (at most ``push_concurrency`` per process and
+   ``push_per_subscription`` per subscription, each bounded by ``push_timeout_seconds``): a
+   2xx is delivered; anything else (a 3xx too: redirects are not followed, a timeout, a
+   refused connection) is retried after an exponential backoff with jitter, until the
+   retry window ends: then `failed`;
+4. now and then: FHIR heartbeats, and the purge of delivered events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.push import fhir, signing
+from app.push.repository import Claimed, PushRepository
+
+logger = logging.getLogger("app.push")
+
+FAN_OUT_BATCH = 500
+PURGE_EVERY_SECONDS = 300.0
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Seconds before the next attempt, after ``attempts`` failed ones: base · 2^(n-1), at
+    most ``cap``, of which a random half ("equal jitter": receivers that failed together do
+    not retry together, and no wait is shorter than half the nominal one)."""
+    nominal: float = min(cap, base * 2.0 ** max(0, attempts - 1))
+    return nominal / 2 + random.uniform(0, nominal / 2)  # noqa: S311 (jitter, not a secret)
+
+
+class Dispatcher:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.lease = timedelta(seconds=2 * settings.push_timeout_seconds + 5)
+        self.window = timedelta(hours=settings.push_retry_window_hours)
+        self.in_flight: Counter[uuid.UUID] = Counter()  # subscription id → attempts running
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=settings.push_timeout_seconds,
+            limits=httpx.Limits(max_connections=settings.push_concurrency),
+            headers={"user-agent": "outcomes-webhooks/1"},
+        )
+        self._runner: asyncio.Task[None] | None = None
+        self._last_purge = 0.0
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="push-dispatcher")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _run(self) -> None:
+        poll = self.settings.push_poll_seconds
+        while True:
+            busy = False
+            try:
+                busy = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is down, say: try again later
+                logger.warning("push dispatcher round failed: %s", type(exc).__name__)
+            if not busy:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), poll)
+
+    async def step(self) -> bool:
+        """One round; whether there may be more to do at once."""
+        now = utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            fanned = await PushRepository(session).fan_out(now, self.window, FAN_OUT_BATCH)
+        claimed: list[Claimed] = []
+        free = self.settings.push_concurrency - len(self.tasks)
+        if free > 0:
+            per_sub = self.settings.push_per_subscription
+            busy = {sid for sid, n in self.in_flight.items() if n >= per_sub}
+            async with self.sessionmaker() as session, session.begin():
+                claimed = await PushRepository(session).claim(now, self.lease, free, busy)
+            for delivery in claimed:
+                self._spawn(delivery)
+        await self._housekeeping(now)
+        return fanned == FAN_OUT_BATCH or (free > 0 and len(claimed) == free)
+
+    def _spawn(self, delivery: Claimed) -> None:
+        sub_id = delivery.subscription.id
+        self.in_flight[sub_id] += 1
+        task = asyncio.create_task(self._attempt(delivery))
+        self.tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self.tasks.discard(finished)
+            self.in_flight[sub_id] -= 1
+            if self.in_flight[sub_id] <= 0:
+                del self.in_flight[sub_id]
+            self.wake.set()  # the stream's next event may go now
+
+        task.add_done_callback(done)
+
+    async def _housekeeping(self, now: datetime) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            beats = await PushRepository(session).due_heartbeats(now)
+        for sub in beats:
+            body = fhir.heartbeat(sub, now)
+            with contextlib.suppress(httpx.HTTPError):
+                await self.client.post(sub.url, content=body, headers=fhir.request_headers(sub))
+        if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
+            self._last_purge = time.monotonic()
+            before = now - timedelta(hours=self.settings.push_retention_hours)
+            async with self.sessionmaker() as session, session.begin():
+                await PushRepository(session).purge(before)
+
+    # --- one attempt --------------------------------------------------------------------------
+
+    async def _attempt(self, delivery: Claimed) -> None:
+        status: int | None = None
+        error = ""
+        try:
+            url, body, headers = await self._request(delivery)
+            response = await self.client.post(url, content=body, headers=headers)
+            status = response.status_code
+            if not 200 <= status < 300:
+                error = f"HTTP {status}" + (" (redirects are not followed)" if status < 400 else "")
+        except httpx.TimeoutException:
+            error = "timeout"
+        except httpx.HTTPError as exc:
+            error = f"connection failed: {type(exc).__name__}"
+        except Exception as exc:  # never the message: it could quote the payload or the URL
+            logger.warning(
+                "push delivery %s failed before sending: %s", delivery.id, type(exc).__name__
+            )
+            error = "internal error"
+        now = utcnow()
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                repo = PushRepository(session)
+                if not error and status is not None:
+                    await repo.delivered(delivery, now, status)
+                    return
+                wait = backoff(
+                    delivery.attempts,
+                    self.settings.push_retry_base_seconds,
+                    self.settings.push_retry_max_seconds,
+                )
+                next_at: datetime | None = now + timedelta(seconds=wait)
+                if next_at is not None and next_at > delivery.retry_until:
+                    next_at = None
+                await repo.attempt_failed(delivery, now, status, error, next_at)
+        except Exception as exc:  # the lease brings it back
+            logger.warning("push delivery %s not recorded: %s", delivery.id, type(exc).__name__)
+
+    async def _request(self, delivery: Claimed) -> tuple[str, bytes, dict[str, str]]:
+        sub = delivery.subscription
+        if sub.kind == "fhir":
+            async with self.sessionmaker() as session:
+                body = await fhir.notification(session, sub, delivery)
+            return sub.url, body, fhir.request_headers(sub)
+        assert sub.secret is not None
+        body = delivery.payload.encode()
+        headers = signing.headers(sub.secret, str(delivery.event_id), int(time.time()), body)
+        headers["content-type"] = "application/json"
+        return sub.url, body, headers
