@@ -85,10 +85,11 @@ def last_updated(row: Row) -> datetime:
     return row.received_at
 
 
-def to_fhir(row: Row) -> Resource:
-    """Any supported row as its FHIR resource."""
+def to_fhir(row: Row, *, identifier_system: str) -> Resource:
+    """Any supported row as its FHIR resource (``identifier_system``: a Patient's, the
+    setting OUTCOMES_FHIR_IDENTIFIER_SYSTEM)."""
     if isinstance(row, Patient):
-        return patient_to_fhir(row)
+        return patient_to_fhir(row, identifier_system=identifier_system)
     if isinstance(row, Course):
         return care_plan_to_fhir(row)
     if isinstance(row, TreatmentSession):
@@ -100,7 +101,8 @@ def _meta(row: Row) -> dict[str, str]:
     return {"lastUpdated": instant(last_updated(row))}
 
 
-def patient_to_fhir(patient: Patient) -> Resource:
+def patient_to_fhir(patient: Patient, *, identifier_system: str) -> Resource:
+    """The patient; its external_id (the MRN) is an identifier in ``identifier_system``."""
     resource: Resource = {"resourceType": "Patient", "id": str(patient.id), "meta": _meta(patient)}
     if patient.external_id:
         resource["identifier"] = [
@@ -115,7 +117,7 @@ def patient_to_fhir(patient: Patient) -> Resource:
                         }
                     ]
                 },
-                "system": t.PATIENT_IDENTIFIER_SYSTEM,
+                "system": identifier_system,
                 "value": patient.external_id,
             }
         ]

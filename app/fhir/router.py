@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from app.auth.access import authorize
 from app.core.db import SessionDep, utcnow
 from app.core.errors import register_error_format
+from app.core.state import app_state
 from app.fhir import mapping
 from app.fhir.export import router as export_router
 from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse, outcome_response
@@ -71,6 +72,7 @@ def _params(
             supported=names,
             strict=not _lenient(request),
             sections=sections,
+            identifier_system=_identifier_system(request),
         )
 
     return dependency
@@ -85,6 +87,17 @@ def _openapi(names: Sequence[str], sections: Sequence[str] = SECTION_NAMES) -> d
              "description": PARAMS[name].description, "schema": declared(name, sections)}
         )  # fmt: skip
     return {"parameters": parameters}
+
+
+def _identifier_system(request: Request) -> str:
+    return app_state(request).settings.fhir_identifier_system
+
+
+def _service(request: Request, session: SessionDep) -> FhirService:
+    return FhirService(session, identifier_system=_identifier_system(request))
+
+
+Service = Annotated[FhirService, Depends(_service)]
 
 
 def _links(request: Request, path: str) -> Links:
@@ -121,10 +134,8 @@ async def capability_statement(request: Request, _query: ReadParams) -> FhirResp
     responses={200: _resource},
     openapi_extra=_openapi(["_format"]),
 )
-async def read_patient(
-    patient_id: PatientId, session: SessionDep, _query: ReadParams
-) -> FhirResponse:
-    return FhirResponse(await FhirService(session).patient(patient_id))
+async def read_patient(patient_id: PatientId, service: Service, _query: ReadParams) -> FhirResponse:
+    return FhirResponse(await service.patient(patient_id))
 
 
 @router.get(
@@ -136,25 +147,25 @@ async def read_patient(
 async def patient_everything(
     patient_id: PatientId,
     request: Request,
-    session: SessionDep,
+    service: Service,
     query: Annotated[SearchQuery, Depends(_params(*EVERYTHING, sections=EVERYTHING_SECTIONS))],
 ) -> FhirResponse:
     """A searchset Bundle of the Patient, its CarePlans (courses), Procedures (sessions) and
     Observations, paged like a search; with `_since`, only what changed from then on (the
     Patient too)."""
     links = _links(request, f"/Patient/{patient_id}/$everything")
-    return FhirResponse(await FhirService(session).everything(patient_id, query, links, utcnow()))
+    return FhirResponse(await service.everything(patient_id, query, links, utcnow()))
 
 
 def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
     # A default rather than Annotated: string annotations cannot name this closure's locals.
     async def search(
         request: Request,
-        session: SessionDep,
+        service: Service,
         query: SearchQuery = Depends(_params(*names, sections=[resource_type])),
     ) -> FhirResponse:
         links = _links(request, f"/{resource_type}")
-        bundle = await FhirService(session).search(resource_type, query, links, utcnow())
+        bundle = await service.search(resource_type, query, links, utcnow())
         return FhirResponse(bundle)
 
     search.__doc__ = doc

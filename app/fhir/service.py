@@ -47,11 +47,14 @@ class Links:
 
 
 class FhirService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, identifier_system: str) -> None:
         self.repository = FhirRepository(session)
+        self.identifier_system = identifier_system
 
     async def patient(self, raw_id: str) -> Resource:
-        return mapping.patient_to_fhir(await self._patient(raw_id))
+        return mapping.patient_to_fhir(
+            await self._patient(raw_id), identifier_system=self.identifier_system
+        )
 
     async def search(
         self, resource_type: str, query: SearchQuery, links: Links, now: datetime
@@ -109,11 +112,13 @@ class FhirService:
             remaining -= len(fetched)
         return Page(rows, total, None)
 
-    @staticmethod
-    def _bundle(page: Page, query: SearchQuery, links: Links, now: datetime) -> Resource:
+    def _bundle(self, page: Page, query: SearchQuery, links: Links, now: datetime) -> Resource:
+        def to_fhir(row: Row) -> Resource:
+            return mapping.to_fhir(row, identifier_system=self.identifier_system)
+
         return mapping.searchset(
             base_url=links.base_url,
-            resources=[mapping.to_fhir(row) for row in page.rows],
+            resources=[to_fhir(row) for row in page.rows],
             total=page.total,
             self_url=links.page(query, query.cursor),
             next_url=links.page(query, page.next_cursor) if page.next_cursor else None,

@@ -19,6 +19,7 @@ from app.treatment_sessions.models import TreatmentSession
 from tests.fhir.support import assert_valid, loinc_check_digit_ok
 
 NOW = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+SYSTEM = t.PATIENT_IDENTIFIER_SYSTEM
 
 
 def _patient(**fields: Any) -> Patient:
@@ -145,17 +146,27 @@ def test_care_plan_with_every_field() -> None:
 
 @pytest.mark.parametrize("sex", ["female", "male", "other", "unknown"])
 def test_patient_gender_is_the_sex(sex: str) -> None:
-    assert assert_valid(mapping.patient_to_fhir(_patient(sex=sex)))["gender"] == sex
+    resource = mapping.patient_to_fhir(_patient(sex=sex), identifier_system=SYSTEM)
+    assert assert_valid(resource)["gender"] == sex
 
 
 def test_patient_with_no_optional_fields_is_valid() -> None:
     patient = _patient()
-    resource = assert_valid(mapping.patient_to_fhir(patient))
+    resource = assert_valid(mapping.patient_to_fhir(patient, identifier_system=SYSTEM))
     assert resource == {
         "resourceType": "Patient",
         "id": str(patient.id),
         "meta": {"lastUpdated": "2026-03-01T09:30:15.123456Z"},
     }
+
+
+def test_the_mrn_is_an_identifier_in_the_system_the_server_is_given() -> None:
+    patient = _patient(external_id="MRN|7,1")
+    resource = assert_valid(mapping.patient_to_fhir(patient, identifier_system="urn:oid:1.2.3"))
+    [identifier] = resource["identifier"]
+    assert identifier["system"] == "urn:oid:1.2.3"
+    assert identifier["value"] == "MRN|7,1"  # as stored: escapes belong to search values only
+    assert identifier["type"]["coding"][0]["code"] == "MR"
 
 
 def _expected_category(kind: str, source: str | None) -> str:
@@ -298,6 +309,6 @@ def test_to_fhir_and_last_updated_dispatch_by_row_type() -> None:
     ):
         assert mapping.resource_type_of(row) == resource_type
         assert mapping.last_updated(row) == later
-        resource = assert_valid(mapping.to_fhir(row))
+        resource = assert_valid(mapping.to_fhir(row, identifier_system=SYSTEM))
         assert resource["resourceType"] == resource_type
         assert resource["meta"]["lastUpdated"] == mapping.instant(later)
