@@ -2,7 +2,9 @@
 
 Access is the one `authorize` dependency with the rules in app/auth/rules.py: integration and
 admin tokens read every patient; a patient token reads its own compartment only (searches must
-name that patient; anything else is a 404, as in the business API).
+name that patient; anything else is a 404, as in the business API). A Patient search names no
+patient: a patient token's finds its own Patient or nothing (its compartment, the service's
+`compartment`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
-from app.auth.access import authorize
+from app.auth.access import PrincipalDep, authorize
 from app.core.db import SessionDep, utcnow
 from app.core.errors import register_error_format
 from app.core.state import app_state
@@ -26,7 +28,7 @@ from app.fhir.service import FhirService, Links
 
 PREFIX = "/fhir/R4"
 # The date the CapabilityStatement last changed: bump it with the statement.
-CAPABILITY_DATE = date(2026, 11, 23)
+CAPABILITY_DATE = date(2026, 12, 3)
 
 _outcome = {
     "description": "OperationOutcome",
@@ -106,8 +108,11 @@ def _links(request: Request, path: str) -> Links:
 
 
 ReadParams = Annotated[SearchQuery, Depends(_params("_format"))]
-SEARCH = ("patient", "_lastUpdated", *_PAGING)
-OBSERVATION_SEARCH = ("patient", "code", "_lastUpdated", *_PAGING)
+# What every type search takes besides its filters: its order, a summary, whether to count.
+_RESULTS = ("_sort", "_summary", "_total", "_totalMethod")
+PATIENT_SEARCH = ("identifier", "_lastUpdated", *_RESULTS, *_PAGING)
+SEARCH = ("patient", "_lastUpdated", "_include", *_RESULTS, *_PAGING)
+OBSERVATION_SEARCH = ("patient", "code", "date", "_lastUpdated", "_include", *_RESULTS, *_PAGING)
 EVERYTHING = ("_since", *_PAGING)
 
 
@@ -119,7 +124,7 @@ EVERYTHING = ("_since", *_PAGING)
 )
 async def capability_statement(request: Request, _query: ReadParams) -> FhirResponse:
     """What this server supports, exactly: reading Patient, `$everything`, and searching
-    Observation, Procedure and CarePlan with the parameters listed."""
+    Patient, Observation, Procedure and CarePlan with the parameters listed."""
     statement = mapping.capability_statement(
         base_url=str(request.base_url).rstrip("/") + PREFIX,
         software_version=request.app.version,
@@ -162,10 +167,14 @@ def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
     async def search(
         request: Request,
         service: Service,
+        principal: PrincipalDep,  # the request's one `authorize` (FastAPI reuses its answer)
         query: SearchQuery = Depends(_params(*names, sections=[resource_type])),
     ) -> FhirResponse:
         links = _links(request, f"/{resource_type}")
-        bundle = await service.search(resource_type, query, links, utcnow())
+        # A token bound to a patient searches that patient's compartment, and nothing else.
+        bundle = await service.search(
+            resource_type, query, links, utcnow(), compartment=principal.patient_id
+        )
         return FhirResponse(bundle)
 
     search.__doc__ = doc
@@ -180,6 +189,11 @@ def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
     )
 
 
+_search_route(
+    "Patient",
+    PATIENT_SEARCH,
+    "Patients, by the MRN (`identifier`) or when they changed; a patient token finds only its own.",
+)
 _search_route(
     "Observation",
     OBSERVATION_SEARCH,

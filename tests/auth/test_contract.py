@@ -71,6 +71,7 @@ GET    /api/v1/audit                                            x      .      . 
 GET    /api/v1/tokens                                           x      .      .      .      .
 GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
 GET    /fhir/R4/metadata                                        x      x      x      x      x
+GET    /fhir/R4/Patient                                         x      .      x      x      .
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
 GET    /fhir/R4/Patient/{patient_id}/$everything                x      .     own     x      .
 GET    /fhir/R4/Observation                                     x      .     own     x      .
@@ -114,6 +115,7 @@ GET    /api/v1/audit                                          read    audit     
 GET    /api/v1/tokens                                         read    token                 -
 GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
 GET    /fhir/R4/metadata                                      -       -                     -
+GET    /fhir/R4/Patient                                       read    patient               -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
 GET    /fhir/R4/Patient/{patient_id}/$everything              export  patient-record        path
 GET    /fhir/R4/Observation                                   read    observation           query

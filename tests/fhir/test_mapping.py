@@ -296,6 +296,27 @@ def test_searchset_without_entries() -> None:
     ]
 
 
+def test_a_searchset_lists_matches_then_includes_and_may_leave_the_total_out() -> None:
+    observation, patient = _observation(), _patient()
+    bundle = assert_valid(
+        mapping.searchset(
+            base_url="https://x/fhir/R4",
+            resources=[mapping.observation_to_fhir(observation)],
+            included=[mapping.patient_to_fhir(patient, identifier_system=SYSTEM)],
+            total=None,
+            self_url="https://x/fhir/R4/Observation?_total=none&_count=50",
+            next_url=None,
+            now=NOW,
+        )
+    )
+    assert "total" not in bundle
+    assert [(e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"]] == [
+        ("Observation", "match"),
+        ("Patient", "include"),
+    ]
+    assert bundle["entry"][1]["fullUrl"] == f"https://x/fhir/R4/Patient/{patient.id}"
+
+
 def test_to_fhir_and_last_updated_dispatch_by_row_type() -> None:
     later = NOW + timedelta(days=1)
     rows: list[mapping.Row] = [
