@@ -104,6 +104,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{FHIR}/Patient/{{patient_id}}/$everything"): Rule(
         FHIR_READERS, "export", "patient-record", "patient"
     ),
+    # A Patient search names no patient (`identifier` is an MRN): a patient token's searches
+    # its own compartment, so it finds its own Patient or nothing (app/fhir/router.py).
+    ("GET", f"{FHIR}/Patient"): Rule(FHIR_READERS, "read", "patient"),
     ("GET", f"{FHIR}/Observation"): Rule(FHIR_READERS, "read", "observation", "patient-query"),
     ("GET", f"{FHIR}/Procedure"): Rule(FHIR_READERS, "read", "session", "patient-query"),
     ("GET", f"{FHIR}/CarePlan"): Rule(FHIR_READERS, "read", "course", "patient-query"),

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     # job's status and files can be fetched for this long after its kick-off.
     export_batch_size: int = Field(1000, gt=0, le=10_000)
     export_retention_hours: float = Field(24, gt=0)
+    # The system of the FHIR Patient.identifier that carries a patient's external_id (the MRN),
+    # and the one `Patient?identifier=<system>|<value>` matches: a clinic sets its own (e.g.
+    # `urn:oid:` and its assigning authority's OID). The default is the URI v1 has always
+    # emitted (app/fhir/terminology.py): EHRs store it with the identifiers they pulled. An
+    # absolute URI with none of FHIR's search separators (`|`, `,`, `$`, `\`) or whitespace,
+    # so a client writes it in a search as it is.
+    fhir_identifier_system: str = Field(
+        "https://outcomes.example/fhir/NamingSystem/patient-external-id",
+        pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s|,$\\]+$",
+    )
     # Push (app/push, docs/push.md). Every process runs a dispatcher unless this is off.
     push_dispatch: bool = True
     # Receivers may use http (not only https) on these hosts: comma-separated names or

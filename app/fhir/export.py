@@ -332,6 +332,8 @@ async def ndjson_lines(
     resource_type: str,
     query: SearchQuery,
     batch_size: int,
+    *,
+    identifier_system: str,
 ) -> AsyncIterator[bytes]:
     """The file, one chunk per batch: each batch is one keyset query in its own short
     session, mapped and serialised, then dropped before the next is read."""
@@ -344,9 +346,10 @@ async def ndjson_lines(
             rows = await FhirRepository(session).page(section, query, after, batch_size)
             if not rows:
                 return
+            resources = (mapping.to_fhir(row, identifier_system=identifier_system) for row in rows)
             chunk = "".join(
-                json.dumps(mapping.to_fhir(row), separators=(",", ":"), ensure_ascii=False) + "\n"
-                for row in rows
+                json.dumps(resource, separators=(",", ":"), ensure_ascii=False) + "\n"
+                for resource in resources
             ).encode()
             count, last = len(rows), rows[-1]
             after = (mapping.last_updated(last), last.id)
@@ -378,5 +381,6 @@ async def export_file(
         resource_type,
         file_query(resource_type, job),
         _settings(request).export_batch_size,
+        identifier_system=_settings(request).fhir_identifier_system,
     )
     return StreamingResponse(lines, media_type=NDJSON_MEDIA_TYPE)

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.courses.models import Course
 from app.fhir import terminology as t
+from app.fhir.search import SORTS
 from app.observations.catalogue import Instrument, get_instrument
 from app.observations.models import Observation
 from app.patients.models import Patient
@@ -85,10 +86,11 @@ def last_updated(row: Row) -> datetime:
     return row.received_at
 
 
-def to_fhir(row: Row) -> Resource:
-    """Any supported row as its FHIR resource."""
+def to_fhir(row: Row, *, identifier_system: str) -> Resource:
+    """Any supported row as its FHIR resource (``identifier_system``: a Patient's, the
+    setting OUTCOMES_FHIR_IDENTIFIER_SYSTEM)."""
     if isinstance(row, Patient):
-        return patient_to_fhir(row)
+        return patient_to_fhir(row, identifier_system=identifier_system)
     if isinstance(row, Course):
         return care_plan_to_fhir(row)
     if isinstance(row, TreatmentSession):
@@ -100,7 +102,8 @@ def _meta(row: Row) -> dict[str, str]:
     return {"lastUpdated": instant(last_updated(row))}
 
 
-def patient_to_fhir(patient: Patient) -> Resource:
+def patient_to_fhir(patient: Patient, *, identifier_system: str) -> Resource:
+    """The patient; its external_id (the MRN) is an identifier in ``identifier_system``."""
     resource: Resource = {"resourceType": "Patient", "id": str(patient.id), "meta": _meta(patient)}
     if patient.external_id:
         resource["identifier"] = [
@@ -115,7 +118,7 @@ def patient_to_fhir(patient: Patient) -> Resource:
                         }
                     ]
                 },
-                "system": t.PATIENT_IDENTIFIER_SYSTEM,
+                "system": identifier_system,
                 "value": patient.external_id,
             }
         ]
@@ -323,11 +326,14 @@ def searchset(
     *,
     base_url: str,
     resources: Sequence[Resource],
-    total: int,
+    total: int | None,
     self_url: str,
     next_url: str | None,
     now: datetime,
+    included: Sequence[Resource] = (),
 ) -> Resource:
+    """A searchset Bundle: the matches, then what `_include` added (`search.mode` says which);
+    ``total`` counts the matches alone, and is left out when it was not counted."""
     links = [{"relation": "self", "url": self_url}]
     if next_url is not None:
         links.append({"relation": "next", "url": next_url})
@@ -336,11 +342,14 @@ def searchset(
         "meta": {"lastUpdated": instant(now)},
         "type": "searchset",
         "timestamp": instant(now),
-        "total": total,
-        "link": links,
     }
-    if resources:
-        bundle["entry"] = [bundle_entry(base_url, resource) for resource in resources]
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    entries = [bundle_entry(base_url, resource) for resource in resources]
+    entries += [bundle_entry(base_url, resource, "include") for resource in included]
+    if entries:
+        bundle["entry"] = entries
     return bundle
 
 
@@ -379,34 +388,75 @@ def operation_outcome(status: int, diagnostics: Sequence[str]) -> Resource:
 
 
 # What `/metadata` advertises: exactly the interactions and parameters the router serves.
+_PATIENT_PARAM = ("patient", "reference", "The patient: `Patient/<id>` or `<id>` (one per search).")
+_LAST_UPDATED_PARAM = ("_lastUpdated", "date", "Prefixes gt, ge, lt, le, eq; repeat to combine.")
 SEARCH_PARAMS: Mapping[str, Sequence[tuple[str, str, str]]] = {
+    "Patient": (
+        (
+            "identifier",
+            "token",
+            "The MRN (`external_id`): `<system>|<value>` in the system Patient.identifier "
+            "carries, `<value>`, or `<system>|` (every patient with one); commas separate "
+            "alternatives; repeat to combine.",
+        ),
+        _LAST_UPDATED_PARAM,
+    ),
     "Observation": (
-        ("patient", "reference", "The patient: `Patient/<id>` or `<id>` (one per search)."),
+        _PATIENT_PARAM,
         ("code", "token", "Instrument: LOINC (`http://loinc.org|72514-3`) or this service's code."),
-        ("_lastUpdated", "date", "Prefixes gt, ge, lt, le, eq; repeat to combine."),
+        (
+            "date",
+            "date",
+            "The effective time. Prefixes gt, ge, lt, le, eq; a value stands for its whole "
+            "interval (a day, UTC, for a date); repeat to combine.",
+        ),
+        _LAST_UPDATED_PARAM,
     ),
-    "Procedure": (
-        ("patient", "reference", "The patient: `Patient/<id>` or `<id>` (one per search)."),
-        ("_lastUpdated", "date", "Prefixes gt, ge, lt, le, eq; repeat to combine."),
-    ),
-    "CarePlan": (
-        ("patient", "reference", "The patient: `Patient/<id>` or `<id>` (one per search)."),
-        ("_lastUpdated", "date", "Prefixes gt, ge, lt, le, eq; repeat to combine."),
-    ),
+    "Procedure": (_PATIENT_PARAM, _LAST_UPDATED_PARAM),
+    "CarePlan": (_PATIENT_PARAM, _LAST_UPDATED_PARAM),
 }
 
 _SEARCH_DEFINITIONS = {
     "patient": "http://hl7.org/fhir/SearchParameter/clinical-patient",
     "code": "http://hl7.org/fhir/SearchParameter/clinical-code",
+    "identifier": "http://hl7.org/fhir/SearchParameter/Patient-identifier",
+    "date": "http://hl7.org/fhir/SearchParameter/clinical-date",
     "_lastUpdated": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
 }
+
+
+def _result_params(resource_type: str) -> list[tuple[str, str, str]]:
+    """The search result parameters a type search takes: FHIR lists them with the resource's
+    search parameters (they have no SearchParameter definition)."""
+    sorts = ", ".join(f"`{name}`" for name in SORTS[resource_type])
+    return [
+        ("_sort", "string", f"One of {sorts} (`-`: descending); ties by id."),
+        ("_summary", "token", "`count` only: the total, without entries."),
+        (
+            "_total",
+            "token",
+            "`accurate` (the default) or `none` (no total); `_totalMethod=count` is `accurate`.",
+        ),
+        ("_count", "number", "The page size: default 50, at most 500; 0 gives the total alone."),
+    ]
+
+
+def _search_params(resource_type: str) -> list[dict[str, str]]:
+    params = []
+    for name, kind, doc in [*SEARCH_PARAMS[resource_type], *_result_params(resource_type)]:
+        param = {"name": name, "type": kind, "documentation": doc}
+        if name in _SEARCH_DEFINITIONS:
+            param["definition"] = _SEARCH_DEFINITIONS[name]
+        params.append(param)
+    return params
 
 
 def capability_statement(*, base_url: str, software_version: str, published: date) -> Resource:
     resources: list[dict[str, Any]] = [
         {
             "type": "Patient",
-            "interaction": [{"code": "read"}],
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": _search_params("Patient"),
             "operation": [
                 {
                     "name": "everything",
@@ -424,20 +474,13 @@ def capability_statement(*, base_url: str, software_version: str, published: dat
             ],
         }
     ]
-    for resource_type, params in SEARCH_PARAMS.items():
+    for resource_type in ("Observation", "Procedure", "CarePlan"):
         resources.append(
             {
                 "type": resource_type,
                 "interaction": [{"code": "search-type"}],
-                "searchParam": [
-                    {
-                        "name": name,
-                        "definition": _SEARCH_DEFINITIONS[name],
-                        "type": kind,
-                        "documentation": doc,
-                    }
-                    for name, kind, doc in params
-                ],
+                "searchParam": _search_params(resource_type),
+                "searchInclude": [f"{resource_type}:patient"],
             }
         )
     return {

@@ -2,8 +2,10 @@
 
 Each FHIR resource type is one "section" (a table, its lastUpdated column and its patient
 column). A page is one query per section it touches; the total is one query for all of them.
-Rows are ordered by (lastUpdated, id): new and changed records join the end of a result, so a
-client paging through an incremental pull while others write misses nothing.
+Rows are ordered by (lastUpdated, id) unless the search sorts otherwise: new and changed
+records join the end of a result, so a client paging through an incremental pull while others
+write misses nothing. Every order ends with the id, so a page's last row is a position the
+next page starts after (keyset paging, in either direction).
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import SQLORMExpression
+from sqlalchemy.orm import QueryableAttribute, SQLORMExpression
 
 from app.courses.models import Course
 from app.fhir.mapping import Row
-from app.fhir.search import SearchQuery
+from app.fhir.search import SearchQuery, SortName, TimeBound
 from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
@@ -34,10 +36,33 @@ class Section:
     stamp: SQLORMExpression[datetime]  # meta.lastUpdated
     patient: SQLORMExpression[uuid.UUID]
     instrument: SQLORMExpression[str] | None = None  # Observation's, for `code`
+    effective: SQLORMExpression[datetime] | None = None  # Observation's, for `date`
+    identifier: SQLORMExpression[str | None] | None = None  # Patient's, for `identifier`
+
+    def order_column(self, sort: SortName) -> SQLORMExpression[datetime]:
+        """The column a search in order ``sort`` runs along (then the id)."""
+        if sort.lstrip("-") == "date":
+            if self.effective is None:
+                raise ValueError(f"{self.resource_type} has no `date` to sort by")
+            return self.effective
+        return self.stamp
+
+    def position(self, row: Row, sort: SortName) -> tuple[datetime, uuid.UUID]:
+        """Where ``row`` stands in order ``sort``: what a cursor after it holds."""
+        column = cast("QueryableAttribute[datetime]", self.order_column(sort))  # a mapped one
+        moment: datetime = getattr(row, column.key)
+        return moment, row.id
 
 
 SECTIONS: dict[str, Section] = {
-    "Patient": Section("Patient", Patient, Patient.id, Patient.updated_at, Patient.id),
+    "Patient": Section(
+        "Patient",
+        Patient,
+        Patient.id,
+        Patient.updated_at,
+        Patient.id,
+        identifier=Patient.external_id,
+    ),
     "CarePlan": Section("CarePlan", Course, Course.id, Course.updated_at, Course.patient_id),
     "Procedure": Section(
         "Procedure",
@@ -53,6 +78,7 @@ SECTIONS: dict[str, Section] = {
         Observation.received_at,
         Observation.patient_id,
         Observation.instrument,
+        Observation.recorded_at,
     ),
 }
 
@@ -63,9 +89,21 @@ def conditions(section: Section, query: SearchQuery) -> list[ColumnElement[bool]
         where.append(section.patient == query.patient_id)
     if query.instruments is not None and section.instrument is not None:
         where.append(section.instrument.in_(sorted(query.instruments)))
-    for bound in query.last_updated:
-        where.append(section.stamp >= bound.at if bound.op == ">=" else section.stamp < bound.at)
+    if section.identifier is not None:
+        if query.external_ids is not None:
+            where.append(section.identifier.in_(sorted(query.external_ids)))
+        if query.with_external_id:
+            where.append(section.identifier.is_not(None))
+    if section.effective is not None:
+        where += _within(section.effective, query.recorded)
+    where += _within(section.stamp, query.last_updated)
     return where
+
+
+def _within(
+    column: SQLORMExpression[datetime], bounds: Sequence[TimeBound]
+) -> list[ColumnElement[bool]]:
+    return [column >= bound.at if bound.op == ">=" else column < bound.at for bound in bounds]
 
 
 class FhirRepository:
@@ -74,6 +112,13 @@ class FhirRepository:
 
     async def patient(self, patient_id: uuid.UUID) -> Patient | None:
         return await self.session.get(Patient, patient_id)
+
+    async def patients(self, patient_ids: Sequence[uuid.UUID]) -> list[Patient]:
+        """The patients of ``patient_ids`` that exist, in one statement (in no set order)."""
+        if not patient_ids:
+            return []
+        stmt = select(Patient).where(Patient.id.in_(sorted(set(patient_ids))))
+        return list((await self.session.scalars(stmt)).all())
 
     async def counts(self, sections: Sequence[Section], query: SearchQuery) -> dict[str, int]:
         """How many rows match in each section, in one statement."""
@@ -99,8 +144,13 @@ class FhirRepository:
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[Row]:
+        """Up to ``limit`` rows in the search's order, after the position ``after``."""
+        column = section.order_column(query.sort)
+        descending = query.sort.startswith("-")
         stmt: Any = select(section.model).where(*conditions(section, query))
         if after is not None:
-            stmt = stmt.where(tuple_(section.stamp, section.id) > tuple_(*after))
-        stmt = stmt.order_by(section.stamp, section.id).limit(limit)
+            key = tuple_(column, section.id)
+            stmt = stmt.where(key < tuple_(*after) if descending else key > tuple_(*after))
+        order = (column.desc(), section.id.desc()) if descending else (column, section.id)
+        stmt = stmt.order_by(*order).limit(limit)
         return list((await self.session.scalars(stmt)).all())

@@ -2,7 +2,9 @@
 
 Access is the one `authorize` dependency with the rules in app/auth/rules.py: integration and
 admin tokens read every patient; a patient token reads its own compartment only (searches must
-name that patient; anything else is a 404, as in the business API).
+name that patient; anything else is a 404, as in the business API). A Patient search names no
+patient: a patient token's finds its own Patient or nothing (its compartment, the service's
+`compartment`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 
-from app.auth.access import authorize
+from app.auth.access import PrincipalDep, authorize
 from app.core.db import SessionDep, utcnow
 from app.core.errors import register_error_format
+from app.core.state import app_state
 from app.fhir import mapping
 from app.fhir.export import router as export_router
 from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse, outcome_response
@@ -25,7 +28,7 @@ from app.fhir.service import FhirService, Links
 
 PREFIX = "/fhir/R4"
 # The date the CapabilityStatement last changed: bump it with the statement.
-CAPABILITY_DATE = date(2026, 11, 23)
+CAPABILITY_DATE = date(2026, 12, 3)
 
 _outcome = {
     "description": "OperationOutcome",
@@ -71,6 +74,7 @@ def _params(
             supported=names,
             strict=not _lenient(request),
             sections=sections,
+            identifier_system=_identifier_system(request),
         )
 
     return dependency
@@ -87,14 +91,28 @@ def _openapi(names: Sequence[str], sections: Sequence[str] = SECTION_NAMES) -> d
     return {"parameters": parameters}
 
 
+def _identifier_system(request: Request) -> str:
+    return app_state(request).settings.fhir_identifier_system
+
+
+def _service(request: Request, session: SessionDep) -> FhirService:
+    return FhirService(session, identifier_system=_identifier_system(request))
+
+
+Service = Annotated[FhirService, Depends(_service)]
+
+
 def _links(request: Request, path: str) -> Links:
     base = str(request.base_url).rstrip("/") + PREFIX
     return Links(base_url=base, search_url=f"{base}{path}")
 
 
 ReadParams = Annotated[SearchQuery, Depends(_params("_format"))]
-SEARCH = ("patient", "_lastUpdated", *_PAGING)
-OBSERVATION_SEARCH = ("patient", "code", "_lastUpdated", *_PAGING)
+# What every type search takes besides its filters: its order, a summary, whether to count.
+_RESULTS = ("_sort", "_summary", "_total", "_totalMethod")
+PATIENT_SEARCH = ("identifier", "_lastUpdated", *_RESULTS, *_PAGING)
+SEARCH = ("patient", "_lastUpdated", "_include", *_RESULTS, *_PAGING)
+OBSERVATION_SEARCH = ("patient", "code", "date", "_lastUpdated", "_include", *_RESULTS, *_PAGING)
 EVERYTHING = ("_since", *_PAGING)
 
 
@@ -106,7 +124,7 @@ EVERYTHING = ("_since", *_PAGING)
 )
 async def capability_statement(request: Request, _query: ReadParams) -> FhirResponse:
     """What this server supports, exactly: reading Patient, `$everything`, and searching
-    Observation, Procedure and CarePlan with the parameters listed."""
+    Patient, Observation, Procedure and CarePlan with the parameters listed."""
     statement = mapping.capability_statement(
         base_url=str(request.base_url).rstrip("/") + PREFIX,
         software_version=request.app.version,
@@ -121,10 +139,8 @@ async def capability_statement(request: Request, _query: ReadParams) -> FhirResp
     responses={200: _resource},
     openapi_extra=_openapi(["_format"]),
 )
-async def read_patient(
-    patient_id: PatientId, session: SessionDep, _query: ReadParams
-) -> FhirResponse:
-    return FhirResponse(await FhirService(session).patient(patient_id))
+async def read_patient(patient_id: PatientId, service: Service, _query: ReadParams) -> FhirResponse:
+    return FhirResponse(await service.patient(patient_id))
 
 
 @router.get(
@@ -136,25 +152,29 @@ async def read_patient(
 async def patient_everything(
     patient_id: PatientId,
     request: Request,
-    session: SessionDep,
+    service: Service,
     query: Annotated[SearchQuery, Depends(_params(*EVERYTHING, sections=EVERYTHING_SECTIONS))],
 ) -> FhirResponse:
     """A searchset Bundle of the Patient, its CarePlans (courses), Procedures (sessions) and
     Observations, paged like a search; with `_since`, only what changed from then on (the
     Patient too)."""
     links = _links(request, f"/Patient/{patient_id}/$everything")
-    return FhirResponse(await FhirService(session).everything(patient_id, query, links, utcnow()))
+    return FhirResponse(await service.everything(patient_id, query, links, utcnow()))
 
 
 def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
     # A default rather than Annotated: string annotations cannot name this closure's locals.
     async def search(
         request: Request,
-        session: SessionDep,
+        service: Service,
+        principal: PrincipalDep,  # the request's one `authorize` (FastAPI reuses its answer)
         query: SearchQuery = Depends(_params(*names, sections=[resource_type])),
     ) -> FhirResponse:
         links = _links(request, f"/{resource_type}")
-        bundle = await FhirService(session).search(resource_type, query, links, utcnow())
+        # A token bound to a patient searches that patient's compartment, and nothing else.
+        bundle = await service.search(
+            resource_type, query, links, utcnow(), compartment=principal.patient_id
+        )
         return FhirResponse(bundle)
 
     search.__doc__ = doc
@@ -169,6 +189,11 @@ def _search_route(resource_type: str, names: Sequence[str], doc: str) -> None:
     )
 
 
+_search_route(
+    "Patient",
+    PATIENT_SEARCH,
+    "Patients, by the MRN (`identifier`) or when they changed; a patient token finds only its own.",
+)
 _search_route(
     "Observation",
     OBSERVATION_SEARCH,

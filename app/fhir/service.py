@@ -28,7 +28,7 @@ class FhirPatientNotFound(NotFound):
 @dataclass(frozen=True, slots=True)
 class Page:
     rows: list[Row]
-    total: int
+    total: int | None  # None: not counted (`_total=none`)
     next_cursor: str | None
 
 
@@ -47,17 +47,33 @@ class Links:
 
 
 class FhirService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, identifier_system: str) -> None:
         self.repository = FhirRepository(session)
+        self.identifier_system = identifier_system
 
     async def patient(self, raw_id: str) -> Resource:
-        return mapping.patient_to_fhir(await self._patient(raw_id))
+        return mapping.patient_to_fhir(
+            await self._patient(raw_id), identifier_system=self.identifier_system
+        )
 
     async def search(
-        self, resource_type: str, query: SearchQuery, links: Links, now: datetime
+        self,
+        resource_type: str,
+        query: SearchQuery,
+        links: Links,
+        now: datetime,
+        *,
+        compartment: uuid.UUID | None = None,
     ) -> Resource:
+        """A searchset Bundle; with a ``compartment`` (a patient token's patient), only that
+        patient's resources match, whatever the query names."""
+        if compartment is not None:
+            query = replace(query, patient_id=compartment)
         page = await self._page([SECTIONS[resource_type]], query)
-        return self._bundle(page, query, links, now)
+        included: list[Row] = []
+        if query.include_patients and page.rows:
+            included = await self._patients_of(page.rows)
+        return self._bundle(page, query, links, now, included)
 
     async def everything(
         self, raw_id: str, query: SearchQuery, links: Links, now: datetime
@@ -78,14 +94,24 @@ class FhirService:
             raise FhirPatientNotFound(f"Patient/{raw_id} is not known.")
         return patient
 
+    async def _patients_of(self, rows: Sequence[Row]) -> list[Row]:
+        """`_include=<type>:patient`: the patients ``rows`` refer to, once each, in the order
+        they are first referred to (one statement)."""
+        wanted = list(
+            dict.fromkeys(row.id if isinstance(row, Patient) else row.patient_id for row in rows)
+        )
+        found = {patient.id: patient for patient in await self.repository.patients(wanted)}
+        return [found[patient_id] for patient_id in wanted if patient_id in found]
+
     async def _page(self, sections: Sequence[Section], query: SearchQuery) -> Page:
         """One page across ``sections`` in order: up to ``query.count`` rows, starting where
-        the cursor points; the total over all of them."""
-        counts = await self.repository.counts(sections, query)
-        total = sum(counts.values())
+        the cursor points, in the query's order; the total over all of them (unless the
+        query asks for none)."""
+        counts = await self.repository.counts(sections, query) if query.total else None
+        total = sum(counts.values()) if counts is not None else None
         names = [section.resource_type for section in sections]
-        if query.count == 0:
-            return Page([], total, None)  # `_count=0`: the total alone
+        if query.count == 0 or query.summary_count or query.matches_nothing:
+            return Page([], total, None)  # `_count=0`, `_summary=count`: the total alone
         start, after_at, after_id = (
             decode_cursor(query.cursor, names) if query.cursor else (names[0], None, None)
         )
@@ -94,26 +120,38 @@ class FhirService:
         first = names.index(start)
         for index in range(first, len(sections)):
             section = sections[index]
-            if counts[section.resource_type] == 0:
+            if counts is not None and counts[section.resource_type] == 0:
                 continue
             if remaining == 0:
-                return Page(rows, total, encode_cursor(section.resource_type, None, None))
+                return Page(
+                    rows, total, encode_cursor(section.resource_type, None, None, query.sort)
+                )
             after = (after_at, after_id) if index == first and after_at and after_id else None
             fetched = await self.repository.page(section, query, after, remaining + 1)
             if len(fetched) > remaining:
                 rows += fetched[:remaining]
-                last = rows[-1]
-                cursor = encode_cursor(section.resource_type, mapping.last_updated(last), last.id)
+                moment, row_id = section.position(rows[-1], query.sort)
+                cursor = encode_cursor(section.resource_type, moment, row_id, query.sort)
                 return Page(rows, total, cursor)
             rows += fetched
             remaining -= len(fetched)
         return Page(rows, total, None)
 
-    @staticmethod
-    def _bundle(page: Page, query: SearchQuery, links: Links, now: datetime) -> Resource:
+    def _bundle(
+        self,
+        page: Page,
+        query: SearchQuery,
+        links: Links,
+        now: datetime,
+        included: Sequence[Row] = (),
+    ) -> Resource:
+        def to_fhir(row: Row) -> Resource:
+            return mapping.to_fhir(row, identifier_system=self.identifier_system)
+
         return mapping.searchset(
             base_url=links.base_url,
-            resources=[mapping.to_fhir(row) for row in page.rows],
+            resources=[to_fhir(row) for row in page.rows],
+            included=[to_fhir(row) for row in included],
             total=page.total,
             self_url=links.page(query, query.cursor),
             next_url=links.page(query, page.next_cursor) if page.next_cursor else None,

@@ -21,7 +21,9 @@ PROCEDURE_SYSTEM: Final = f"{CODE_SYSTEM_BASE}/procedure"
 # Observation context (rest, movement, night, morning), treatment phase, adjustment mode.
 CONTEXT_SYSTEM: Final = f"{CODE_SYSTEM_BASE}/observation-context"
 PHASE_SYSTEM: Final = f"{CODE_SYSTEM_BASE}/course-phase"
-# Patient.identifier for the clinic's own identifier (`external_id`, the MRN).
+# Patient.identifier for the clinic's own identifier (`external_id`, the MRN): the default of
+# OUTCOMES_FHIR_IDENTIFIER_SYSTEM (app/core/config.py, which cannot import this module; a test
+# keeps the two equal). The system a server emits is its setting's, never this constant.
 PATIENT_IDENTIFIER_SYSTEM: Final = f"{SERVICE_BASE}/NamingSystem/patient-external-id"
 
 # Extensions (each carries one value of the business record that FHIR R4 has no element for).

@@ -78,6 +78,7 @@ POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  x  .  .   
 DELETE /api/v1/webhooks/{webhook_id}                            x      .      .      .      .
 GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
 GET    /fhir/R4/metadata                                        x      x      x      x      x
+GET    /fhir/R4/Patient                                         x      .      x      x      .
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
 GET    /fhir/R4/Patient/{patient_id}/$everything                x      .     own     x      .
 GET    /fhir/R4/Observation                                     x      .     own     x      .
@@ -131,6 +132,7 @@ POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  update  we
 DELETE /api/v1/webhooks/{webhook_id}                          delete  webhook               -
 GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
 GET    /fhir/R4/metadata                                      -       -                     -
+GET    /fhir/R4/Patient                                       read    patient               -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
 GET    /fhir/R4/Patient/{patient_id}/$everything              export  patient-record        path
 GET    /fhir/R4/Observation                                   read    observation           query

@@ -149,11 +149,16 @@ def check_value_sets(resource: Resource) -> None:
         _quantity_ok(quantity)
     if rtype == "Bundle":
         assert resource["type"] == "searchset"
-        assert isinstance(resource["total"], int)
-        assert resource["total"] >= 0
+        if "total" in resource:  # left out when not counted (`_total=none`)
+            assert isinstance(resource["total"], int)
+            assert resource["total"] >= 0
         relations = [link["relation"] for link in resource["link"]]
         assert set(relations) <= BUNDLE_LINK_RELATIONS
         assert relations.count("self") == 1
+        modes = [entry["search"]["mode"] for entry in resource.get("entry", [])]
+        assert modes == sorted(modes, key=lambda mode: mode != "match")  # matches first
+        full_urls = [entry["fullUrl"] for entry in resource.get("entry", [])]
+        assert len(full_urls) == len(set(full_urls))  # each resource once
         for entry in resource.get("entry", []):
             assert entry["search"]["mode"] in SEARCH_ENTRY_MODE
             inner = entry["resource"]

@@ -51,7 +51,7 @@ async def test_integration_and_admin_read_everything(
     for patient_id in (two.own, two.other):
         for path, params in paths(patient_id):
             await fhir_get(reader, path, **params)
-    for resource_type in ("Observation", "Procedure", "CarePlan"):
+    for resource_type in ("Patient", "Observation", "Procedure", "CarePlan"):
         assert (await fhir_get(reader, resource_type))["total"] == 2  # every patient
 
 
@@ -60,7 +60,7 @@ async def test_clinician_and_dashboard_tokens_may_not_read_fhir(
     as_role: RoleClient, two: Two, role: str
 ) -> None:
     reader = await as_role(role)
-    for path, params in [*paths(two.own), ("Observation", {})]:
+    for path, params in [*paths(two.own), ("Observation", {}), ("Patient", {})]:
         response = await reader.get(f"/fhir/R4/{path}", params=params)
         body = assert_outcome(response, 403, "forbidden")
         assert SECRET not in response.text
@@ -76,8 +76,9 @@ async def test_every_role_reads_the_capability_statement(
 
 
 async def test_a_patient_reads_its_own_compartment(as_role: RoleClient, two: Two) -> None:
+    """Its searches name it; a Patient search names no one and finds it alone."""
     patient = await as_role("patient", two.own)
-    for path, params in paths(two.own):
+    for path, params in [*paths(two.own), ("Patient", {})]:
         response = await patient.get(f"/fhir/R4/{path}", params=params)
         body = fhir_body(response)
         assert SECRET not in response.text

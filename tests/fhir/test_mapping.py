@@ -19,6 +19,7 @@ from app.treatment_sessions.models import TreatmentSession
 from tests.fhir.support import assert_valid, loinc_check_digit_ok
 
 NOW = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+SYSTEM = t.PATIENT_IDENTIFIER_SYSTEM
 
 
 def _patient(**fields: Any) -> Patient:
@@ -145,17 +146,27 @@ def test_care_plan_with_every_field() -> None:
 
 @pytest.mark.parametrize("sex", ["female", "male", "other", "unknown"])
 def test_patient_gender_is_the_sex(sex: str) -> None:
-    assert assert_valid(mapping.patient_to_fhir(_patient(sex=sex)))["gender"] == sex
+    resource = mapping.patient_to_fhir(_patient(sex=sex), identifier_system=SYSTEM)
+    assert assert_valid(resource)["gender"] == sex
 
 
 def test_patient_with_no_optional_fields_is_valid() -> None:
     patient = _patient()
-    resource = assert_valid(mapping.patient_to_fhir(patient))
+    resource = assert_valid(mapping.patient_to_fhir(patient, identifier_system=SYSTEM))
     assert resource == {
         "resourceType": "Patient",
         "id": str(patient.id),
         "meta": {"lastUpdated": "2026-03-01T09:30:15.123456Z"},
     }
+
+
+def test_the_mrn_is_an_identifier_in_the_system_the_server_is_given() -> None:
+    patient = _patient(external_id="MRN|7,1")
+    resource = assert_valid(mapping.patient_to_fhir(patient, identifier_system="urn:oid:1.2.3"))
+    [identifier] = resource["identifier"]
+    assert identifier["system"] == "urn:oid:1.2.3"
+    assert identifier["value"] == "MRN|7,1"  # as stored: escapes belong to search values only
+    assert identifier["type"]["coding"][0]["code"] == "MR"
 
 
 def _expected_category(kind: str, source: str | None) -> str:
@@ -285,6 +296,27 @@ def test_searchset_without_entries() -> None:
     ]
 
 
+def test_a_searchset_lists_matches_then_includes_and_may_leave_the_total_out() -> None:
+    observation, patient = _observation(), _patient()
+    bundle = assert_valid(
+        mapping.searchset(
+            base_url="https://x/fhir/R4",
+            resources=[mapping.observation_to_fhir(observation)],
+            included=[mapping.patient_to_fhir(patient, identifier_system=SYSTEM)],
+            total=None,
+            self_url="https://x/fhir/R4/Observation?_total=none&_count=50",
+            next_url=None,
+            now=NOW,
+        )
+    )
+    assert "total" not in bundle
+    assert [(e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"]] == [
+        ("Observation", "match"),
+        ("Patient", "include"),
+    ]
+    assert bundle["entry"][1]["fullUrl"] == f"https://x/fhir/R4/Patient/{patient.id}"
+
+
 def test_to_fhir_and_last_updated_dispatch_by_row_type() -> None:
     later = NOW + timedelta(days=1)
     rows: list[mapping.Row] = [
@@ -298,6 +330,6 @@ def test_to_fhir_and_last_updated_dispatch_by_row_type() -> None:
     ):
         assert mapping.resource_type_of(row) == resource_type
         assert mapping.last_updated(row) == later
-        resource = assert_valid(mapping.to_fhir(row))
+        resource = assert_valid(mapping.to_fhir(row, identifier_system=SYSTEM))
         assert resource["resourceType"] == resource_type
         assert resource["meta"]["lastUpdated"] == mapping.instant(later)

@@ -380,12 +380,38 @@ async def test_capability_statement_lists_exactly_what_is_served(
     params = {
         r["type"]: sorted(p["name"] for p in r.get("searchParam", [])) for r in rest["resource"]
     }
+    results = ["_count", "_lastUpdated", "_sort", "_summary", "_total"]
     assert params == {
-        "Patient": [],
-        "Observation": ["_lastUpdated", "code", "patient"],
-        "Procedure": ["_lastUpdated", "patient"],
-        "CarePlan": ["_lastUpdated", "patient"],
+        "Patient": sorted([*results, "identifier"]),
+        "Observation": sorted([*results, "code", "date", "patient"]),
+        "Procedure": sorted([*results, "patient"]),
+        "CarePlan": sorted([*results, "patient"]),
     }
+    # each search takes what the statement lists, and the statement lists what each takes
+    # (this server's paging and format aside; `_include` is `searchInclude`)
+    document = app.openapi()["paths"]
+    for resource in rest["resource"]:
+        operation = document[f"/fhir/R4/{resource['type']}"]["get"]
+        taken = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+        unlisted = {"_cursor", "_format", "_totalMethod", "_include"}
+        assert taken - unlisted == set(params[resource["type"]]), resource["type"]
+        includes = {p["name"]: p["schema"] for p in operation["parameters"]}.get("_include")
+        if includes is None:
+            assert "searchInclude" not in resource
+        else:
+            assert resource["searchInclude"] == [f"{resource['type']}:patient"]
+            assert f"{resource['type']}:patient" in includes["items"]["enum"]
+        sorts = next(p for p in resource["searchParam"] if p["name"] == "_sort")
+        for order in {p["name"]: p["schema"] for p in operation["parameters"]}["_sort"]["enum"]:
+            assert f"`{order}`" in sorts["documentation"]
+    observation = next(r for r in rest["resource"] if r["type"] == "Observation")
+    date = next(p for p in observation["searchParam"] if p["name"] == "date")
+    assert date["definition"] == "http://hl7.org/fhir/SearchParameter/clinical-date"
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert [i["code"] for i in patient["interaction"]] == ["read", "search-type"]
+    identifier = next(p for p in patient["searchParam"] if p["name"] == "identifier")
+    assert identifier["type"] == "token"
+    assert identifier["definition"] == "http://hl7.org/fhir/SearchParameter/Patient-identifier"
 
 
 async def test_instrument_catalogue_and_fhir_agree_on_loinc(

@@ -296,9 +296,16 @@ async def test_writes_are_not_supported(ehr: httpx.AsyncClient) -> None:
         ({"code:text": "pain"}, "code:text"),
         ({"patient": "Practitioner/1"}, "patient"),
         ({"patient": ""}, "patient"),
-        ({"date": "ge2026-01-01"}, "date"),
-        ({"_sort": "-_lastUpdated"}, "_sort"),
-        ({"_include": "Observation:patient"}, "_include"),
+        ({"date": "sa2026-01-01"}, "date"),
+        ({"date": "2026-01-01T10:00"}, "date"),
+        ({"_sort": "value"}, "_sort"),
+        ({"_sort": "-date,_lastUpdated"}, "_sort"),  # one order
+        ({"_summary": "true"}, "_summary"),
+        ({"_total": "estimate"}, "_total"),
+        ({"_include": "Procedure:patient"}, "_include"),
+        ({"_include": "Observation:subject"}, "_include"),
+        ({"_include:iterate": "Observation:patient"}, "_include:iterate"),
+        ({"_elements": "id"}, "_elements"),
     ],
 )
 async def test_bad_parameters_are_400_outcomes(
@@ -326,7 +333,7 @@ async def test_lenient_handling_ignores_unknown_parameters(
     await create_observation(client, patient["id"])
     response = await ehr.get(
         "/fhir/R4/Observation",
-        params={"patient": patient["id"], "_sort": "date", "_totalMethod": "count"},
+        params={"patient": patient["id"], "_elements": "id", "_revinclude": "Provenance:target"},
         headers={"Prefer": "handling=lenient"},
     )
     bundle = fhir_body(response)

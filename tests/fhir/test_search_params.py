@@ -10,17 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.core.pagination import encode_key
 from app.fhir import terminology as t
 from app.fhir.search import (
     PARAMS,
     InvalidSearch,
     NotAcceptable,
+    SearchQuery,
     TimeBound,
     _python_pattern,
     admits,
+    cursor_sort,
     declared,
     decode_cursor,
     encode_cursor,
+    external_ids_for_token,
     instruments_for_token,
     parse_date_param,
     parse_date_range,
@@ -313,3 +317,227 @@ def test_any_position_a_cursor_can_spell_is_a_position() -> None:
     last = decode_cursor(f"Observation.{'9' * 18}.{row.hex.upper()}", ["Observation"])
     assert first == ("Observation", datetime.min.replace(tzinfo=UTC), row)
     assert last == ("Observation", datetime.max.replace(tzinfo=UTC), row)
+
+
+# --- v2: identifier, date, _sort, _summary, _total, _include -----------------------------------
+
+SYSTEM = t.PATIENT_IDENTIFIER_SYSTEM
+PATIENT = ("identifier", "_lastUpdated", "_sort", "_summary", "_total", "_totalMethod", "_count",
+           "_cursor", "_format")  # fmt: skip
+OBSERVATION_V2 = (*OBSERVATION, "date", "_include", "_sort", "_summary", "_total", "_totalMethod")
+
+
+@pytest.mark.parametrize(
+    ("token", "external_ids"),
+    [
+        ("MRN-1", {"MRN-1"}),  # any system: ours
+        (f"{SYSTEM}|MRN-1", {"MRN-1"}),
+        ("urn:oid:1.2.3|MRN-1", set()),  # another system
+        ("|MRN-1", set()),  # no system: ours always has one
+        ("MRN-1,MRN-2", {"MRN-1", "MRN-2"}),
+        (f"{SYSTEM}|MRN-1,urn:oid:1.2.3|MRN-2,MRN-3", {"MRN-1", "MRN-3"}),
+        ("mrn-1", {"mrn-1"}),  # exact: the database compares as given
+        (",", set()),
+        (f"{SYSTEM}|", None),  # every patient with an MRN
+        (f"MRN-1,{SYSTEM}|", None),
+    ],
+)
+def test_identifier_tokens(token: str, external_ids: set[str] | None) -> None:
+    matched = external_ids_for_token(token, SYSTEM)
+    assert matched == (None if external_ids is None else frozenset(external_ids))
+
+
+@pytest.mark.parametrize(
+    ("token", "external_ids"),
+    [
+        (r"A\,B", {"A,B"}),
+        (r"A\|B", {"A|B"}),
+        (rf"{SYSTEM}|A\|B\,C", {"A|B,C"}),
+        (r"A\\,B", {"A\\", "B"}),  # an escaped backslash, then a separator
+        (r"A\$B", {"A$B"}),
+        (r"A\xB", {r"A\xB"}),  # a backslash before anything else is itself
+        ("A\\", {"A\\"}),
+        ("A,B|C", {"A"}),  # unescaped: `B|C` is C in the system B
+    ],
+)
+def test_identifier_values_escape_fhirs_separators(token: str, external_ids: set[str]) -> None:
+    assert external_ids_for_token(token, SYSTEM) == frozenset(external_ids)
+
+
+def test_identifier_needs_the_servers_system_and_ands_its_repeats() -> None:
+    query = parse_search(
+        [("identifier", "MRN-1,MRN-2"), ("identifier", f"{SYSTEM}|MRN-2,MRN-3")],
+        supported=PATIENT,
+        sections=["Patient"],
+        identifier_system=SYSTEM,
+    )
+    assert query.external_ids == frozenset({"MRN-2"})
+    assert not query.with_external_id
+    assert query.echo == (("identifier", "MRN-1,MRN-2"), ("identifier", f"{SYSTEM}|MRN-2,MRN-3"))
+    anyone = parse_search(
+        [("identifier", f"{SYSTEM}|")], supported=PATIENT, identifier_system=SYSTEM
+    )
+    assert anyone.external_ids is None
+    assert anyone.with_external_id
+    nobody = parse_search(
+        [("identifier", "MRN-1"), ("identifier", "MRN-2")],
+        supported=PATIENT,
+        identifier_system=SYSTEM,
+    )
+    assert nobody.matches_nothing
+    with pytest.raises(ValueError, match="identifier system"):
+        parse_search([("identifier", "MRN-1")], supported=PATIENT)
+
+
+def test_date_is_the_effective_time_with_the_same_prefixes_as_last_updated() -> None:
+    query = parse_search(
+        [
+            ("date", "ge2026-05-01"),
+            ("date", "lt2026-05-02T00:00:00+02:00"),
+            ("_lastUpdated", "2026"),
+        ],
+        supported=OBSERVATION_V2,
+        sections=["Observation"],
+    )
+    assert query.recorded == (
+        TimeBound(">=", utc(2026, 5, 1)),
+        TimeBound("<", utc(2026, 5, 1, 22)),
+    )
+    assert query.last_updated == (TimeBound(">=", utc(2026, 1, 1)), TimeBound("<", utc(2027, 1, 1)))
+    day = parse_search([("date", "2026-05-01")], supported=OBSERVATION_V2).recorded
+    assert day == parse_search([("date", "eq2026-05-01")], supported=OBSERVATION_V2).recorded
+    assert day == (TimeBound(">=", utc(2026, 5, 1)), TimeBound("<", utc(2026, 5, 2)))
+
+
+def test_result_parameters() -> None:
+    def parse(*items: tuple[str, str]) -> SearchQuery:
+        return parse_search(list(items), supported=OBSERVATION_V2, sections=["Observation"])
+
+    plain = parse()
+    assert (plain.sort, plain.total, plain.summary_count, plain.include_patients) == (
+        "_lastUpdated", True, False, False
+    )  # fmt: skip
+    assert parse(("_sort", "-date")).sort == "-date"
+    assert parse(("_summary", "count")).summary_count
+    assert not parse(("_total", "none")).total
+    assert parse(("_total", "accurate")).total
+    assert parse(("_summary", "count"), ("_total", "none")).total  # a count is counted
+    assert parse(("_totalMethod", "count")).total  # fhirpy's count()
+    included = parse(
+        ("_include", "Observation:patient"), ("_include", "Observation:patient:Patient")
+    )
+    assert included.include_patients
+    assert included.echo == (
+        ("_include", "Observation:patient"),
+        ("_include", "Observation:patient:Patient"),
+    )
+    twice = parse(("_include", "Observation:patient"), ("_include", "Observation:patient"))
+    assert twice.echo == (("_include", "Observation:patient"),)
+
+
+def test_a_cursor_keeps_its_order_and_the_links_say_it() -> None:
+    row = uuid.uuid4()
+    at = utc(2026, 5, 1, 8)
+    newest_first = encode_cursor("Observation", at, row, "-date")
+    assert newest_first == f"Observation:-date.{encode_key(at, row)}"
+    assert cursor_sort(newest_first) == "-date"
+    assert decode_cursor(newest_first, ["Observation"]) == ("Observation", at, row)
+    assert encode_cursor("Observation", at, row) == f"Observation.{encode_key(at, row)}"
+    assert encode_cursor("Procedure", None, None, "-_lastUpdated") == "Procedure:-_lastUpdated"
+    # the cursor's order, whatever `_sort` beside it says
+    query = parse_search(
+        [("_sort", "date"), ("_cursor", newest_first)],
+        supported=OBSERVATION_V2,
+        sections=["Observation"],
+    )
+    assert query.sort == "-date"
+    assert ("_sort", "-date") in query.echo
+    # an order the cursor names is echoed even without `_sort`; the default is not
+    assert ("_sort", "-date") in parse_search(
+        [("_cursor", newest_first)], supported=OBSERVATION_V2, sections=["Observation"]
+    ).echo
+    assert "_sort" not in dict(parse_search([], supported=OBSERVATION_V2).echo)
+    with pytest.raises(InvalidSearch):
+        decode_cursor(f"Observation:value.{encode_key(at, row)}", ["Observation"])
+
+
+def test_each_search_declares_its_own_orders_includes_and_cursors() -> None:
+    assert declared("_sort", ["Observation"])["enum"] == [
+        "_lastUpdated",
+        "-_lastUpdated",
+        "date",
+        "-date",
+    ]
+    for resource_type in ("Patient", "Procedure", "CarePlan"):
+        assert declared("_sort", [resource_type])["enum"] == ["_lastUpdated", "-_lastUpdated"]
+        assert not admits("_cursor", f"{resource_type}:date", [resource_type])
+        assert admits("_cursor", f"{resource_type}:-_lastUpdated", [resource_type])
+    for resource_type in ("Observation", "Procedure", "CarePlan"):
+        assert declared("_include", [resource_type])["items"]["enum"] == [
+            f"{resource_type}:patient",
+            f"{resource_type}:patient:Patient",
+        ]
+    assert admits("_cursor", "Observation:-date", ["Observation"])
+    assert not admits(
+        "_cursor", "Observation:_lastUpdated", ["Observation"]
+    )  # the default: unnamed
+    # `$everything` pages through its types in one order
+    assert not admits("_cursor", "Observation:-date", ["Patient", "Observation"])
+
+
+@pytest.mark.parametrize(
+    ("name", "sections", "supported"),
+    [
+        ("identifier", ["Patient"], PATIENT),
+        ("date", ["Observation"], OBSERVATION_V2),
+        ("_sort", ["Observation"], OBSERVATION_V2),
+        ("_include", ["Procedure"], ("patient", "_include")),
+        ("_cursor", ["Observation"], OBSERVATION_V2),
+    ],
+)
+@settings(max_examples=100, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_every_value_the_new_declarations_admit_is_read(
+    name: str, sections: list[str], supported: tuple[str, ...], data: st.DataObject
+) -> None:
+    schema = declared(name, sections)
+    schema = schema.get("items", schema)
+    if "enum" in schema:
+        value = data.draw(st.sampled_from(schema["enum"]))
+    else:
+        value = data.draw(st.from_regex(_python_pattern(schema["pattern"])))
+    query = parse_search(
+        [(name, value)], supported=supported, sections=sections, identifier_system=SYSTEM
+    )
+    assert query.echo or name == "_cursor"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "sections"),
+    [
+        ("identifier", "", ["Patient"]),
+        ("identifier", "x" * 1025, ["Patient"]),
+        ("date", "ne2026-05-01", ["Observation"]),
+        ("date", "2026-05-01T10:00:00", ["Observation"]),
+        ("_sort", "date", ["Procedure"]),
+        ("_sort", "-date,_lastUpdated", ["Observation"]),
+        ("_sort", "status", ["Observation"]),
+        ("_summary", "true", ["Observation"]),
+        ("_total", "estimate", ["Observation"]),
+        ("_totalMethod", "estimate", ["Observation"]),
+        ("_include", "Observation:patient", ["Procedure"]),
+        ("_include", "*", ["Observation"]),
+        ("_cursor", "Observation:-date", ["Procedure"]),
+        ("_cursor", "Procedure:-date", ["Procedure"]),
+    ],
+)
+def test_a_new_value_no_declaration_admits_is_a_400_naming_it(
+    name: str, value: str, sections: list[str]
+) -> None:
+    assert not admits(name, value, sections)
+    supported = (*OBSERVATION_V2, "identifier")
+    with pytest.raises(InvalidSearch) as caught:
+        parse_search(
+            [(name, value)], supported=supported, sections=sections, identifier_system=SYSTEM
+        )
+    assert caught.value.errors[0]["loc"] == ["query", name]
