@@ -67,7 +67,10 @@ _OPENAPI: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["grant_type"],
-                    "properties": {name: {"type": "string"} for name in _FORM_FIELDS},
+                    # No NUL in any field (API.md, "Failure semantics"), as app/main.py's NO_NUL.
+                    "properties": {
+                        name: {"type": "string", "pattern": "^[^\\x00]*$"} for name in _FORM_FIELDS
+                    },
                 }
             }
         },
