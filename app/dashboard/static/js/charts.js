@@ -94,7 +94,7 @@ export function drawInstrument(box, { instrument, unit, values, baseline, thresh
   const constant = (y) => xs.map(() => (y === null || y === undefined ? null : y));
   const lineY = xs.map((t) => (line && t >= line.t0 && t <= line.t1 ? line.at(t) : null));
   const series = [
-    {},
+    { label: "Date" },
     {
       label: "Values",
       stroke: COLOURS.values,
@@ -163,7 +163,7 @@ export function drawFrequency(box, { steps, sessions, range }) {
   return plot(
     box,
     {
-      height: 200,
+      height: 220,
       scales: {
         x: { time: true, range: () => [xMin, xMax] },
         y: { range: () => [0, Math.max(4, ...steps.map((s) => s.perWeek)) + 0.5] },
@@ -174,12 +174,13 @@ export function drawFrequency(box, { steps, sessions, range }) {
           ...AXIS,
           label: "Sessions a week",
           size: 56,
-          incrs: [1],
+          space: 18,
+          incrs: [1, 2, 5],
           values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")),
         },
       ],
       series: [
-        {},
+        { label: "Date" },
         {
           label: "Frequency",
           stroke: COLOURS.frequency,

@@ -67,6 +67,15 @@ export function day(isoDate) {
   return DATE.format(new Date(y, m - 1, d));
 }
 
+const SHORT = new Intl.DateTimeFormat("en-GB", {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+});
+
+/** A recent moment, briefly: "22 Nov, 14:05" (the browser's time zone). */
+export function shortMoment(timestamp) {
+  return timestamp ? SHORT.format(new Date(timestamp)) : "–";
+}
+
 /** An RFC 3339 timestamp in the browser's time zone. */
 export function moment(timestamp) {
   return timestamp ? DATE_TIME.format(new Date(timestamp)) : "–";

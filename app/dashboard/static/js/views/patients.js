@@ -4,7 +4,7 @@
 // sorting orders the page shown.
 
 import { call, catalogue, inBatches, session } from "../api.js";
-import { badge, day, h, moment, notice, quantity, replace, today, words } from "../dom.js";
+import { badge, day, h, notice, quantity, replace, shortMoment, today, words } from "../dom.js";
 
 export const PAGE_SIZE = 10;
 const cursors = new Map([[1, null]]); // page number → the cursor that reads it
@@ -100,17 +100,23 @@ function row(summary, instruments) {
           ? [
               h("span", { dataset: { testid: "last-value", value: trend.last_value } },
                 quantity(trend.last_value, unit)),
-              h("span", { class: "muted block" }, `${trend.instrument}, ${moment(trend.last_recorded_at)}`),
+              h("span", { class: "muted block" },
+                h("span", { class: "nowrap" }, trend.instrument), ` · ${shortMoment(trend.last_recorded_at)}`),
             ]
           : h("span", { class: "muted" }, "no value yet"),
       ),
       h(
         "td",
-        {},
-        badge(rec.action, `action-${rec.action}`),
-        rec.action === "increase" || rec.action === "decrease"
-          ? ` to ${rec.recommended_sessions_per_week} a week`
-          : "",
+        { dataset: { testid: "action", action: rec.action } },
+        // The policy says nothing about a course that is not active (rule `inactive`).
+        rec.rule === "inactive"
+          ? h("span", { class: "muted" }, "none (not active)")
+          : [
+              badge(rec.action, `action-${rec.action}`),
+              rec.action === "increase" || rec.action === "decrease"
+                ? ` to ${rec.recommended_sessions_per_week} a week`
+                : "",
+            ],
         awaitsConfirmation(course)
           ? h("span", { class: "block attention" }, "awaits a clinician's confirmation")
           : null,
