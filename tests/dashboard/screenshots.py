@@ -69,7 +69,7 @@ async def _views(base: str, token: str, patient_id: str, out: Path) -> list[Path
             await page.screenshot(path=written[-1])
         guard.check()
         views = [
-            ("cohort.png", "#/cohort", "[data-chart=improvement] canvas", 1000),
+            ("cohort.png", "#/cohort", "[data-chart=improvement] canvas", 1100),
             ("patients.png", "#/patients", "[data-testid=patients]", 1000),
             ("course.png", f"#/patients/{patient_id}", "[data-chart=frequency] canvas", 1500),
         ]

@@ -108,7 +108,7 @@ function statusTable(summary) {
           { dataset: { status } },
           h("th", { scope: "row" }, words(status)),
           h("td", { class: "count" }, String(count)),
-          h("td", { class: "share" }, h("span", { class: "bar-track" }, bar), percent(share)),
+          h("td", {}, h("span", { class: "share" }, h("span", { class: "bar-track" }, bar), percent(share))),
         );
       }),
     ),
