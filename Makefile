@@ -15,7 +15,7 @@ MUTATE ?= app/auth/rules.py
 MUTATION_TESTS ?= tests/auth tests/audit
 MUTATION_SAMPLE ?= 1
 
-.PHONY: install run test lint format migrate demo bench mutation clean help
+.PHONY: install run test lint format migrate demo bench mutation screenshots clean help
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Outcomes needs Python 3.11 or newer")'
@@ -29,7 +29,7 @@ install: $(STAMP) ## create .venv and install the service with its dev tools
 run: install ## migrate the database (SQLite file by default) and serve on $(HOST):$(PORT)
 	$(VENV)/bin/outcomes serve --host $(HOST) --port $(PORT)
 
-test: install ## run the whole test suite (OUTCOMES_TEST_DATABASE_URL picks the database)
+test: install ## run the whole test suite (OUTCOMES_TEST_DATABASE_URL picks the database; the dashboard's browser tests need /usr/bin/chromium)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## formatting, lint, types and import contracts (pyproject.toml)
@@ -50,6 +50,9 @@ demo: install ## load a synthetic cohort into the configured database
 
 bench: install ## benchmarks (needs wrk; PostgreSQL at 127.0.0.1 and SQLite): one line per figure, bench/results/latest.json; BENCH_ARGS="--scale large" for 1M observations (bench/README.md)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+screenshots: install ## the dashboard's screenshots in docs/dashboard/ from the demo cohort (needs Chromium)
+	$(PY) -m tests.dashboard.screenshots
 
 mutation: install ## mutation testing of $(MUTATE) against $(MUTATION_TESTS) with mutmut, one mutant at a time (docs/testing.md)
 	@git diff --quiet -- $(MUTATE) || { echo "$(MUTATE) has uncommitted changes: mutmut rewrites it in place"; exit 1; }

@@ -194,7 +194,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # /metrics answers from one worker; shared files let it report all of them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="outcomes-metrics-")
-    print(f"Outcomes API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    print(
+        f"Outcomes API on http://{args.host}:{args.port} (docs at /docs, dashboard at /dashboard)",
+        flush=True,
+    )
     uvicorn.run(
         "app.main:create_app",
         factory=True,

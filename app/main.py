@@ -30,6 +30,9 @@ from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.state import AppState, set_app_state
 from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
 from app.courses.router import router as courses_router
+from app.dashboard import install_pages
+from app.dashboard.headers import BrowserPageHeaders
+from app.dashboard.router import PAGE_PREFIXES
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
@@ -327,6 +330,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={422: _problem},
+        # /docs and /redoc are served from the package's own files (app/dashboard), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     withhold_exception_messages()  # no PHI in logs, whoever logs the exception
     install_error_handlers(app)
@@ -354,6 +360,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "X-Request-ID", "Idempotent-Replayed"],
         )
     app.add_middleware(TelemetryMiddleware)
+    # The dashboard's and the API docs' pages and assets: CSP, no framing, no referrer.
+    app.add_middleware(BrowserPageHeaders, prefixes=PAGE_PREFIXES)
 
     # One access decision for every business route (app/auth/rules.py says who may do what).
     api = APIRouter(
@@ -378,5 +386,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(subscriptions_router)  # /fhir/R4 Subscriptions (app/push)
     install_oauth(app)  # /oauth/token: no bearer token; errors as RFC 6749 says
     app.include_router(ops.router)
+    install_pages(app)  # /dashboard, its assets, /docs and /redoc (not in the schema)
     _document_api(app)
     return app

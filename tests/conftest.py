@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -30,7 +26,7 @@ from app.core.config import Settings, to_async_url
 from app.core.db import create_sessionmaker
 from app.core.state import app_state
 from app.main import create_app
-from tests.support import Issue, MakeClient, empty_tables, migrate
+from tests.support import Issue, MakeClient, empty_tables, migrate, serving
 
 TEST_DATABASE_URL = os.environ.get("OUTCOMES_TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("OUTCOMES_TEST_REQUIRE_POSTGRES") == "1"
@@ -168,29 +164,5 @@ def repo_root() -> Path:
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[str]:
     """The service under uvicorn on 127.0.0.1 (a port the OS picks); its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings),
-        lifespan="on",
-        loop="asyncio",
-        http="h11",
-        ws="none",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+    with serving(create_app(settings)) as url:
+        yield url

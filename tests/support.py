@@ -3,13 +3,16 @@ app instance with settings of its own."""
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
@@ -122,3 +125,35 @@ async def audit_rows(engine: AsyncEngine, request_id: str) -> int:
     async with engine.connect() as conn:
         stmt = text("SELECT count(*) FROM audit_events WHERE request_id = :rid")
         return int((await conn.execute(stmt, {"rid": request_id})).scalar_one())
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn server on 127.0.0.1 (a port the OS picks), in a thread of
+    its own; its base URL. The server stops when the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        ws="none",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()

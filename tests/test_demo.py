@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -282,8 +283,9 @@ async def test_a_rejected_observation_stops_the_demo() -> None:
 
 @pytest.mark.parametrize("adjustment", ["auto", "confirm"])
 @pytest.mark.parametrize("action", ["decrease", "review"])
+@pytest.mark.parametrize("confirm", [True, False])
 async def test_only_a_confirm_course_gets_the_clinicians_change(
-    adjustment: str, action: str
+    adjustment: str, action: str, confirm: bool
 ) -> None:
     planned = build_plan(1, 42, TODAY)[0]
     planned = dataclasses.replace(
@@ -292,9 +294,10 @@ async def test_only_a_confirm_course_gets_the_clinicians_change(
     rec = {"action": action, "rule": "response-step-down", "recommended_sessions_per_week": 2}
     seen: list[httpx.Request] = []
     async with _fake_api("created", rec, seen) as client:
-        outcome = await write_patient(client, planned)
+        outcome = await write_patient(client, planned, confirm=confirm)
     changes = [json.loads(r.content) for r in seen if r.url.path.endswith("/frequency")]
-    if adjustment == "confirm" and action == "decrease":
+    asked = adjustment == "confirm" and action == "decrease"
+    if asked and confirm:
         assert changes == [
             {
                 "sessions_per_week": 2,
@@ -305,6 +308,8 @@ async def test_only_a_confirm_course_gets_the_clinicians_change(
     else:
         assert changes == []
         assert not outcome.confirmed
+    # A change asked for and not applied is left for a clinician, who is told whose it is.
+    assert outcome.pending == (planned.external_id if asked and not confirm else None)
     assert (outcome.rule, outcome.action) == ("response-step-down", action)
 
 
@@ -463,6 +468,11 @@ async def test_the_policy_steps_down_responders_and_flags_non_responders(
     assert await asyncio.to_thread(main, argv) == 0
     out = capsys.readouterr().out
     assert "policy changes applied (auto courses): " in out
+    # The demo's clinician confirms every other change asked for; the rest wait, named.
+    counts = re.search(r"\(confirm courses\): (\d+) .*; left for you to confirm: (\d+)", out)
+    assert counts is not None, out
+    confirmed, pending = map(int, counts.groups())
+    assert confirmed - pending in (0, 1)
     assert "recommendations to review: " in out
     assert "responder rate " in out
 

@@ -1,4 +1,5 @@
-"""Operations: readiness reflects the database and its schema; logs carry no PHI."""
+"""Operations: readiness reflects the database and its schema; logs carry no PHI; the routes
+outside /api and /fhir are the known open ones."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from app.core.config import Settings
 from app.main import create_app
@@ -94,3 +97,42 @@ async def test_a_405_names_every_method_of_the_resource_even_with_a_dollar_in_it
     response = await client.request("PUT", path)
     assert response.status_code == 405
     assert response.headers["allow"] == allow
+
+
+# Every route outside /api and /fhir (tests/auth/test_contract.py holds those), written out by
+# hand from the documents: each is open (no bearer token) and holds no patient data
+# (docs/security.md; docs/dashboard.md for the pages). A route added outside /api and /fhir
+# gets a row here in the same change, so none is left open by accident. `MOUNT` is a folder
+# of files; the value is a path under it to try.
+OPEN_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): "/healthz",
+    ("GET", "/readyz"): "/readyz",
+    ("GET", "/metrics"): "/metrics",
+    ("GET", "/openapi.json"): "/openapi.json",
+    ("GET", "/docs"): "/docs",
+    ("GET", "/docs/oauth2-redirect"): "/docs/oauth2-redirect",
+    ("GET", "/redoc"): "/redoc",
+    ("GET", "/dashboard"): "/dashboard",
+    ("MOUNT", "/dashboard/assets"): "/dashboard/assets/js/main.js",
+    ("POST", "/oauth/token"): "/oauth/token",  # OAuth 2 clients authenticate in the body
+}
+
+
+def test_every_route_outside_the_api_is_a_known_open_one(app: FastAPI) -> None:
+    found = set()
+    for route in iter_route_contexts(app.routes):
+        if route.path is None or route.path.startswith(("/api/", "/fhir/")):
+            continue
+        for method in route.methods or {"MOUNT"}:
+            if method != "HEAD":
+                found.add((method, route.path))
+    assert sorted(found - OPEN_ROUTES.keys()) == [], "routes missing from OPEN_ROUTES"
+    assert sorted(OPEN_ROUTES.keys() - found) == [], "rows for routes that do not exist"
+
+
+@pytest.mark.parametrize(
+    "path", [path for (method, _), path in OPEN_ROUTES.items() if method in ("GET", "MOUNT")]
+)
+async def test_the_open_pages_need_no_token(anonymous: httpx.AsyncClient, path: str) -> None:
+    response = await anonymous.get(path)
+    assert response.status_code == 200, response.text

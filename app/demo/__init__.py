@@ -10,7 +10,8 @@ Each patient's data is posted in time order (``timeline``): one session at a tim
 day's observations as one batch. Every one of those requests runs the course's frequency policy
 once, so the policy sees the course unfold as it would in the clinic: ``auto`` courses step down
 by themselves (history rows with source ``policy``), ``confirm`` courses only recommend, and
-after the last post the demo's clinician confirms a recommendation to change the frequency.
+after the last post the demo's clinician confirms every other recommendation to change the
+frequency; the rest wait for a clinician (on the dashboard, for example).
 The policy runs on the server's clock, not the data's: "days since the last change" counts from
 the course's start date until the first change, and from the real time of the change after it,
 so a replay steps a course down at most once (a later worsening may still put it back up).

@@ -24,6 +24,9 @@ class CourseOutcome:
     rule: str  # the recommendation read after the last post (before any clinician action)
     action: str
     confirmed: bool  # a clinician applied that recommendation (confirm courses)
+    # A change recommended in a confirm course that the demo's clinician left for a clinician
+    # to confirm (on the dashboard, for example): the patient's external id, else None.
+    pending: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class DemoSummary:
     archetypes: dict[str, int]
     policy_changes: dict[str, int]  # by rule, applied by the service in auto courses
     confirmed_changes: dict[str, int]  # by rule, applied by a clinician in confirm courses
+    pending_changes: list[str]  # the patients whose confirm course awaits a clinician's change
     reviews: dict[str, int]  # recommendations `review`, by rule
     completes: dict[str, int]  # recommendations `complete`, by rule
     cohort_courses: int
@@ -51,7 +55,9 @@ class DemoSummary:
             f"policy changes applied (auto courses): {sum(self.policy_changes.values())} "
             f"({_counts(self.policy_changes)})",
             f"recommendations confirmed by a clinician (confirm courses): "
-            f"{sum(self.confirmed_changes.values())} ({_counts(self.confirmed_changes)})",
+            f"{sum(self.confirmed_changes.values())} ({_counts(self.confirmed_changes)}); "
+            f"left for you to confirm: {len(self.pending_changes)} "
+            f"({', '.join(self.pending_changes) or 'none'})",
             f"recommendations to review: {sum(self.reviews.values())} ({_counts(self.reviews)})",
             f"recommendations to complete: {sum(self.completes.values())} "
             f"({_counts(self.completes)}); courses the demo completed at max_sessions: "
@@ -86,6 +92,7 @@ def summarise(
         archetypes={name: archetypes[name] for name, _ in ARCHETYPE_SHARES},
         policy_changes=_by_rule([r for o in outcomes for r in o.policy_rules], POLICY_RULES),
         confirmed_changes=_by_rule([o.rule for o in outcomes if o.confirmed], POLICY_RULES),
+        pending_changes=[o.pending for o in outcomes if o.pending is not None],
         reviews=_by_rule([o.rule for o in outcomes if o.action == "review"], REVIEW_RULES),
         completes=_by_rule([o.rule for o in outcomes if o.action == "complete"], COMPLETE_RULES),
         cohort_courses=int(cohort["courses"]),

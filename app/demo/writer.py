@@ -115,8 +115,12 @@ async def _post_observations(
             raise DemoError(f"POST {path}: item {refused[0]['index']} was {refused[0]}")
 
 
-async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> CourseOutcome:
-    """Post one patient's data in time order, then act on the policy as a clinician would."""
+async def write_patient(
+    client: httpx.AsyncClient, planned: PlannedPatient, *, confirm: bool = True
+) -> CourseOutcome:
+    """Post one patient's data in time order, then act on the policy as a clinician would:
+    apply a change recommended in a confirm course, unless ``confirm`` is false (the change is
+    then left for a clinician, and the outcome names the patient as ``pending``)."""
     patient = await _call(
         client,
         "POST",
@@ -157,7 +161,8 @@ async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> C
 
     rec = await _call(client, "GET", f"{API}/courses/{course_id}/recommendation", 200)
     # A confirm course changes only when a clinician says so: the demo's clinician agrees.
-    confirmed = course_plan.adjustment == "confirm" and rec["action"] in ("decrease", "increase")
+    change_asked = course_plan.adjustment == "confirm" and rec["action"] in ("decrease", "increase")
+    confirmed = change_asked and confirm
     if confirmed:
         change = {
             "sessions_per_week": rec["recommended_sessions_per_week"],
@@ -173,6 +178,7 @@ async def write_patient(client: httpx.AsyncClient, planned: PlannedPatient) -> C
         rule=str(rec["rule"]),
         action=str(rec["action"]),
         confirmed=confirmed,
+        pending=planned.external_id if change_asked and not confirmed else None,
     )
 
 
@@ -201,7 +207,13 @@ async def load_cohort(settings: Settings, plan: Sequence[PlannedPatient]) -> Dem
             ) as client:
                 if plan and await _already_loaded(client, plan[0].external_id):
                     return None
-                outcomes = [await write_patient(client, planned) for planned in plan]
+                outcomes: list[CourseOutcome] = []
+                for planned in plan:
+                    # The demo's clinician confirms every other change asked for in a confirm
+                    # course (the first, the third, ...): the others wait for a clinician, so
+                    # the dashboard has one to confirm (docs/dashboard.md).
+                    asked = sum(1 for o in outcomes if o.confirmed or o.pending is not None)
+                    outcomes.append(await write_patient(client, planned, confirm=asked % 2 == 0))
                 cohort = await _call(client, "GET", f"{API}/cohort/summary", 200)
         finally:
             async with app_state(app).sessionmaker() as session, session.begin():
