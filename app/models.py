@@ -5,7 +5,7 @@ from app.auth.models import ApiToken, IdempotencyKey
 from app.courses.models import Course, FrequencyChange
 from app.enrolment.models import Device, EnrolmentCode, RefreshToken
 from app.fhir.models import ExportJob
-from app.oauth.models import ClientAssertion, OAuthClient
+from app.oauth.models import ClientAssertion, OAuthClient, TokenEndpointFailure
 from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
@@ -24,5 +24,6 @@ __all__ = [
     "Observation",
     "Patient",
     "RefreshToken",
+    "TokenEndpointFailure",
     "TreatmentSession",
 ]
