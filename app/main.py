@@ -20,6 +20,7 @@ from app.audit.router import router as audit_router
 from app.auth.access import authorize
 from app.auth.cache import TokenCache
 from app.auth.revocations import RevocationListener
+from app.auth.router import me_router
 from app.auth.router import router as tokens_router
 from app.auth.state import AuthState, set_auth_state
 from app.core import pg
@@ -30,6 +31,8 @@ from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.state import AppState, set_app_state
 from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
 from app.courses.router import router as courses_router
+from app.enrolment.grants import GRANTS as ENROLMENT_GRANTS
+from app.enrolment.router import router as enrolment_router
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
@@ -361,11 +364,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(courses_router)
     api.include_router(sessions_router)
     api.include_router(summary_router)
+    api.include_router(enrolment_router)
     api.include_router(tokens_router)
+    api.include_router(me_router)
     api.include_router(audit_router)
     app.include_router(api)
     install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome
-    install_oauth(app)  # /oauth/token: no bearer token; errors as RFC 6749 says
+    # /oauth/token: no bearer token; errors as RFC 6749 says. Patient apps' grants too.
+    install_oauth(app, ENROLMENT_GRANTS)
     app.include_router(ops.router)
     _document_api(app)
     return app

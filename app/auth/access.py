@@ -48,7 +48,12 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
     check_parameters(request)  # so only well-formed ids are recorded or looked up below
     params = request.path_params
     record.resource_id = next(
-        (str(params[k]) for k in ("token_id", "course_id", "patient_id") if k in params), None
+        (
+            str(params[k])
+            for k in ("token_id", "device_id", "course_id", "patient_id")
+            if k in params
+        ),
+        None,
     )
     if rule is not None and rule.scope == "patient":
         record.patient_id = _uuid_or_none(params.get("patient_id"))  # no query: known at once

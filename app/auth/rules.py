@@ -86,6 +86,21 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/tokens"): Rule(_r("admin"), "read", "token"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
     ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
+    # Patient app enrolment (app/enrolment). Staff hand out codes and revoke devices; a
+    # patient token may see its own patient's devices (they are that patient's data) but not
+    # revoke them: a stolen phone's token could otherwise sign the patient's own phone out.
+    ("POST", f"{API}/patients/{{patient_id}}/enrolments"): Rule(
+        STAFF, "create", "enrolment", "patient"
+    ),
+    ("GET", f"{API}/patients/{{patient_id}}/devices"): Rule(
+        _r("admin", "clinician", "patient"), "read", "device", "patient"
+    ),
+    ("DELETE", f"{API}/patients/{{patient_id}}/devices/{{device_id}}"): Rule(
+        STAFF, "delete", "device", "patient"
+    ),
+    # Any token may read what it is; audited, as it names a patient token's patient (the
+    # handler sets it: the path names none).
+    ("GET", f"{API}/me"): Rule(ALL, "read", "token"),
     # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
     # Searches without `patient` cover every patient, so a patient token must name its own.
     ("GET", f"{FHIR}/metadata"): Rule(ALL, "read", "capability-statement", audit=False),

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # job's status and files can be fetched for this long after its kick-off.
     export_batch_size: int = Field(1000, gt=0, le=10_000)
     export_retention_hours: float = Field(24, gt=0)
+    # Patient app enrolment (app/enrolment): the lifetime of an app's access token (short: a
+    # stolen one is good for this long at most) and of each refresh token (every refresh issues
+    # a new one, so an app used at least this often stays enrolled).
+    oauth_app_access_token_seconds: int = Field(900, gt=0, le=86_400)
+    oauth_refresh_token_days: float = Field(90, gt=0, le=3650)
 
     @property
     def async_database_url(self) -> URL:

@@ -6,6 +6,7 @@ app/oauth/backend_services.py, enrolment codes and refresh tokens in app/enrolme
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -23,6 +24,8 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 8192  # a client assertion is a few KB; anything longer is not one
 
+# grant_type -> its handler. Grants of other packages (app/enrolment/grants.py) are added by
+# install_oauth, from app/main.py: app.oauth imports none of them (no import cycle).
 GRANTS: dict[str, GrantHandler] = {}
 TOKEN_RULE = Rule(frozenset(), "create", "token")
 
@@ -59,6 +62,12 @@ _FORM_FIELDS = (
     "grant_type", "scope", "client_assertion_type", "client_assertion", "code", "device_name",
     "refresh_token",
 )  # fmt: skip
+# Each field is read as given, at most MAX_FIELD characters, never with a NUL (refused before
+# any grant reads it, as everywhere in this API).
+_FIELD_SCHEMA = {"type": "string", "maxLength": MAX_FIELD, "pattern": "^[^\\x00]*$"}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}},
+}
 _OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -67,7 +76,7 @@ _OPENAPI: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["grant_type"],
-                    "properties": {name: {"type": "string"} for name in _FORM_FIELDS},
+                    "properties": {name: dict(_FIELD_SCHEMA) for name in _FORM_FIELDS},
                 }
             }
         },
@@ -77,7 +86,7 @@ _OPENAPI: dict[str, Any] = {
         "400": _answer("An RFC 6749 error", _ERROR_SCHEMA),
         "401": _answer("The client could not be authenticated", _ERROR_SCHEMA),
         "429": _answer("Too many failures from this caller", _ERROR_SCHEMA),
-        "503": _answer("The database cannot answer now", _ERROR_SCHEMA),
+        "503": _answer("The database cannot answer now", _ERROR_SCHEMA) | {"headers": _RETRY_AFTER},
     },
 }
 
@@ -95,6 +104,7 @@ async def token(request: Request, response: Response, session: SessionDep) -> JS
     access = AccessRecord(rule=TOKEN_RULE, request_id=request.state.request_id)
     request.state.access = access
     audit_request(request, access)
+    caller = request.client.host if request.client else "unknown"
     try:
         form = await _read_form(request)
         handler = GRANTS.get(form.get("grant_type", ""))
@@ -102,7 +112,6 @@ async def token(request: Request, response: Response, session: SessionDep) -> JS
             if "grant_type" not in form:
                 raise OAuthError("invalid_request", "`grant_type` is required.")
             raise OAuthError("unsupported_grant_type", "This grant type is not supported.")
-        caller = request.client.host if request.client else "unknown"
         body: dict[str, Any] = await handler(
             TokenRequest(form, token_url(request), caller, session, request, access)
         )
@@ -133,6 +142,9 @@ async def _read_form(request: Request) -> dict[str, str]:
     return form
 
 
-def install_oauth(app: FastAPI) -> None:
+def install_oauth(app: FastAPI, *grants: Mapping[str, GrantHandler]) -> None:
+    """/oauth/token, answering the grants given as well as this package's own."""
+    for more in grants:
+        GRANTS.update(more)
     app.include_router(router)
     register_error_format(app, "/oauth/", report_as_oauth)

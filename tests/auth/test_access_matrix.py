@@ -76,6 +76,7 @@ def body_for(method: str, template: str) -> dict[str, Any] | None:
             "observations": [{"instrument": "pain-nrs", "value": 4, "recorded_at": _ago(hours=1)}]
         },
         "/api/v1/tokens": {"role": "dashboard"},
+        "/api/v1/patients/{patient_id}/enrolments": {},
     }  # fmt: skip
     return bodies[template]
 
@@ -105,7 +106,7 @@ async def world(client: httpx.AsyncClient, issue_token: Issue) -> World:
 def fill(template: str, patient_id: str, course_id: str) -> str:
     return template.format(
         patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4(), job_id=uuid.uuid4(),
-        resource_type="Observation",
+        resource_type="Observation", device_id=uuid.uuid4(),
     )  # fmt: skip
 
 

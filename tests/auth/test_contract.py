@@ -70,6 +70,10 @@ DELETE /api/v1/tokens/{token_id}                                x      .      . 
 GET    /api/v1/audit                                            x      .      .      .      .
 GET    /api/v1/tokens                                           x      .      .      .      .
 GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
+POST   /api/v1/patients/{patient_id}/enrolments                 x      x      .      .      .
+GET    /api/v1/patients/{patient_id}/devices                    x      x     own     .      .
+DELETE /api/v1/patients/{patient_id}/devices/{device_id}        x      x      .      .      .
+GET    /api/v1/me                                               x      x      x      x      x
 GET    /fhir/R4/metadata                                        x      x      x      x      x
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
 GET    /fhir/R4/Patient/{patient_id}/$everything                x      .     own     x      .
@@ -86,7 +90,8 @@ GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson    x      .      . 
 # What each request's audit row records (docs/security.md, "The audit trail"): its action, its
 # resource_type, and the patient it names: `path` the path's patient, `course` the course's
 # patient, `query` the FHIR search's `patient` (none without one), `new` the patient the
-# request created, `-` none. A route whose action is `-` leaves no row at all.
+# request created, `self` the patient the token is bound to (none but for a patient token),
+# `-` none. A route whose action is `-` leaves no row at all.
 AUDIT_TABLE = """
                                                               action  resource_type         patient
 GET    /api/v1/instruments                                    -       -                     -
@@ -113,6 +118,10 @@ DELETE /api/v1/tokens/{token_id}                              delete  token     
 GET    /api/v1/audit                                          read    audit                 -
 GET    /api/v1/tokens                                         read    token                 -
 GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
+POST   /api/v1/patients/{patient_id}/enrolments               create  enrolment             path
+GET    /api/v1/patients/{patient_id}/devices                  read    device                path
+DELETE /api/v1/patients/{patient_id}/devices/{device_id}      delete  device                path
+GET    /api/v1/me                                             read    token                 self
 GET    /fhir/R4/metadata                                      -       -                     -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
 GET    /fhir/R4/Patient/{patient_id}/$everything              export  patient-record        path
@@ -128,7 +137,7 @@ GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson  export  bulk-expor
 
 Route = tuple[str, str]  # (method, path template)
 Mark = Literal["x", ".", "own"]
-Subject = Literal["path", "course", "query", "new", "-"]
+Subject = Literal["path", "course", "query", "new", "self", "-"]
 Target = Literal["own", "other", "none"]  # whose data the request names (`none`: no patient)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -200,6 +209,7 @@ class World:
     patients: dict[str, str]  # own, other
     courses: dict[str, str]  # own, other: a course of each patient
     token_id: str  # a token for DELETE /tokens/{id} (revoking it again is a 204 too)
+    device_id: str  # an enrolled device of `own` (revoking it again is a 204 too)
     read_job: str  # an export job of the integration token's: it and admins may read it
     cancel_jobs: dict[str, str]  # role → a job it may cancel (admin's, integration's own)
     serial: itertools.count[int]  # makes each recorded time different
@@ -211,7 +221,7 @@ class World:
         job = self.cancel_jobs.get(role, self.read_job) if method == "DELETE" else self.read_job
         url = template.format(
             patient_id=patient, course_id=course, token_id=self.token_id, job_id=job,
-            resource_type="Observation",
+            resource_type="Observation", device_id=self.device_id,
         )  # fmt: skip
         audited = AUDIT[route]
         params, headers = {}, {}
@@ -258,6 +268,7 @@ def _body(route: Route, serial: int) -> dict[str, Any] | None:
             "observations": [observation]
         },
         ("POST", "/api/v1/tokens"): {"role": "dashboard"},
+        ("POST", "/api/v1/patients/{patient_id}/enrolments"): {"expires_in_hours": 1},
     }  # fmt: skip
     return bodies.get(route)
 
@@ -298,12 +309,36 @@ async def world(app: FastAPI) -> AsyncIterator[World]:
     read_job = await export_job("integration")
     cancel_jobs = {role: await export_job(role) for role in ("admin", "integration")}
     _, token_id = await issue("dashboard")
+    device_id = await enrolled_device(app, clients["clinician"], patients["own"])
     yield World(
-        engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count()
+        engine,
+        clients,
+        patients,
+        courses,
+        token_id,
+        device_id,
+        read_job,
+        cancel_jobs,
+        itertools.count(),
     )
     for client in clients.values():
         await client.aclose()
     await empty_tables(engine)
+
+
+async def enrolled_device(app: FastAPI, staff: httpx.AsyncClient, patient_id: str) -> str:
+    """A device of the patient, enrolled as an app does it: a code exchanged at /oauth/token."""
+    code = (await staff.post(f"/api/v1/patients/{patient_id}/enrolments", json={})).json()["code"]
+    form = {
+        "grant_type": "urn:outcomes:grant-type:enrolment-code",
+        "code": code,
+        "device_name": "phone",
+    }
+    async with client_of(app) as enrolling:
+        assert (await enrolling.post("/oauth/token", data=form)).status_code == 200
+    devices = (await staff.get(f"/api/v1/patients/{patient_id}/devices")).json()["items"]
+    device_id: str = devices[0]["id"]
+    return device_id
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -339,6 +374,8 @@ async def assert_audited(
         return
     if audited.subject == "new":
         patient = response.json()["id"] if allowed else None
+    elif audited.subject == "self":
+        patient = world.patients["own"] if role == "patient" else None
     else:
         patient = None if audited.subject == "-" else call.patient
     expected = (
