@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     # a new one, so an app used at least this often stays enrolled).
     oauth_app_access_token_seconds: int = Field(900, gt=0, le=86_400)
     oauth_refresh_token_days: float = Field(90, gt=0, le=3650)
+    # The token endpoint (app/oauth/throttle.py): a client address that has failed this many
+    # times within any oauth_failure_window_seconds (wrong codes, dead refresh tokens, bad
+    # assertions, malformed requests) gets a 429 until its failures age out. Counted in the
+    # database, so the bound holds across workers and machines. 0 turns it off.
+    oauth_failure_limit: int = Field(20, ge=0)
+    oauth_failure_window_seconds: int = Field(900, gt=0, le=86_400)
 
     @property
     def async_database_url(self) -> URL:

@@ -11,14 +11,17 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.formparsers import MultiPartException
 
 from app.audit.service import audit_request
 from app.auth.rules import AccessRecord, Rule
 from app.core.db import SessionDep
 from app.core.errors import register_error_format
+from app.core.state import app_state
 from app.oauth.errors import NO_STORE, OAuthError, oauth_error_response, report_as_oauth
 from app.oauth.grants import GrantHandler, TokenRequest
+from app.oauth.throttle import FailureThrottle
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -85,7 +88,8 @@ _OPENAPI: dict[str, Any] = {
         "200": _answer("A token", _TOKEN_SCHEMA),
         "400": _answer("An RFC 6749 error", _ERROR_SCHEMA),
         "401": _answer("The client could not be authenticated", _ERROR_SCHEMA),
-        "429": _answer("Too many failures from this caller", _ERROR_SCHEMA),
+        "429": _answer("Too many refused requests from this address", _ERROR_SCHEMA)
+        | {"headers": _RETRY_AFTER},
         "503": _answer("The database cannot answer now", _ERROR_SCHEMA) | {"headers": _RETRY_AFTER},
     },
 }
@@ -105,7 +109,10 @@ async def token(request: Request, response: Response, session: SessionDep) -> JS
     request.state.access = access
     audit_request(request, access)
     caller = request.client.host if request.client else "unknown"
+    throttle = _throttle(request, session)
     try:
+        if throttle is not None and (wait := await throttle.retry_after(caller)):
+            raise TooManyFailures(wait)
         form = await _read_form(request)
         handler = GRANTS.get(form.get("grant_type", ""))
         if handler is None:
@@ -116,11 +123,41 @@ async def token(request: Request, response: Response, session: SessionDep) -> JS
             TokenRequest(form, token_url(request), caller, session, request, access)
         )
     except OAuthError as exc:
-        # Answered, not raised: what the refusal wrote (a code's failed attempt) commits, and
-        # the audit row records this status.
+        # Answered, not raised: what the refusal wrote (a code's failed attempt, this
+        # address's count) commits, and the audit row records this status.
+        if throttle is not None and not isinstance(exc, TooManyFailures):
+            await throttle.count_failure(caller)
         response.status_code = exc.status
         return oauth_error_response(exc)
     return JSONResponse(body, headers=NO_STORE)
+
+
+class TooManyFailures(OAuthError):
+    """This address was refused too often lately (app/oauth/throttle.py).
+
+    `slow_down` (RFC 8628 §3.5, registered for the token endpoint) says what is meant: the
+    request may be fine, the caller must wait before it tries again; `invalid_request` would
+    say the request itself is malformed. The 429 and its Retry-After say how long, in the
+    terms every HTTP client knows."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "slow_down",
+            f"Too many refused requests from this address; retry in {retry_after} s.",
+            status=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _throttle(request: Request, session: AsyncSession) -> FailureThrottle | None:
+    settings = app_state(request).settings
+    if settings.oauth_failure_limit <= 0:
+        return None
+    return FailureThrottle(
+        session,
+        limit=settings.oauth_failure_limit,
+        window_seconds=settings.oauth_failure_window_seconds,
+    )
 
 
 async def _read_form(request: Request) -> dict[str, str]:
