@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.models import ApiToken
 from app.auth.state import auth_state
+from app.auth.tokens import token_hash
 from app.core.config import Settings
 from tests.enrolment.support import (
     assert_invalid_grant,
@@ -103,6 +107,29 @@ async def test_revoking_a_device_stops_its_tokens_at_once(
     assert (await client.delete(devices_url(patient["id"], phone_id))).status_code == 204
     [again, _] = await devices_of(engine, patient["id"])
     assert again.revoked_at == revoked.revoked_at
+
+
+async def test_revoking_a_device_leaves_its_expired_tokens_as_they_are(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """An app refreshing every 15 minutes leaves thousands of expired access tokens: they need
+    no revocation, nor a notification to every process each."""
+    patient = await create_patient(client)
+    app = await enrol(client, anonymous, patient["id"])
+    current = assert_token_answer(await refresh(anonymous, app.refresh_token), patient["id"])
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == token_hash(app.access_token))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    [device] = await devices_of(engine, patient["id"])
+    assert (await client.delete(devices_url(patient["id"], device.id))).status_code == 204
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(ApiToken.token_hash, ApiToken.revoked_at))).all()
+    revoked = {digest: revoked_at for digest, revoked_at in rows}
+    assert revoked[token_hash(app.access_token)] is None
+    assert revoked[token_hash(current["access_token"])] is not None
 
 
 async def test_another_patients_device_is_not_found(
