@@ -52,7 +52,10 @@ def _device_name(request: TokenRequest) -> str:
 async def exchange_enrolment_code(request: TokenRequest) -> dict[str, Any]:
     code = request.require("code")
     device_name = _device_name(request)
-    return await _answer(request, lambda service: service.exchange_code(code, device_name))
+    async with app_state(request.request).read_sessionmaker() as reader:
+        return await _answer(
+            request, lambda service: service.exchange_code(code, device_name, reader)
+        )
 
 
 async def refresh(request: TokenRequest) -> dict[str, Any]:

@@ -108,13 +108,23 @@ class EnrolmentService:
         await self.repo.add(row)
         return NewCode(codes.grouped(code), row)
 
-    async def exchange_code(self, typed: str, device_name: str) -> AppTokens:
-        """A new device, enrolled with the code, and its first pair of tokens."""
+    async def exchange_code(
+        self, typed: str, device_name: str, reader: AsyncSession | None = None
+    ) -> AppTokens:
+        """A new device, enrolled with the code, and its first pair of tokens.
+
+        The codes the guess names are read on ``reader`` (a session outside this request's
+        transaction, when given) and hashed before anything is written: the slow hash then
+        runs with no transaction open, so on SQLite no write lock is held through it (a flood
+        of guesses would otherwise hold it most of the time). What is written after is guarded
+        by its own conditions (`use_code`): a code used in the meantime is found used."""
         code = codes.canonical(typed)
         if code is None:
             raise InvalidGrant()
         now = utcnow()
-        named = await self.repo.codes_named(codes.lookup_of(code), now)
+        named = await EnrolmentRepository(reader or self.session).codes_named(
+            codes.lookup_of(code), now
+        )
         match = await _matching(code, named)
         if match is None:
             live = [row for row in named if row.used_at is None]

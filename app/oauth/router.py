@@ -111,7 +111,7 @@ async def token(request: Request, response: Response, session: SessionDep) -> JS
     caller = request.client.host if request.client else "unknown"
     throttle = _throttle(request, session)
     try:
-        if throttle is not None and (wait := await throttle.retry_after(caller)):
+        if throttle is not None and (wait := await _retry_after(request, throttle, caller)):
             raise TooManyFailures(wait)
         form = await _read_form(request)
         handler = GRANTS.get(form.get("grant_type", ""))
@@ -158,6 +158,13 @@ def _throttle(request: Request, session: AsyncSession) -> FailureThrottle | None
         limit=settings.oauth_failure_limit,
         window_seconds=settings.oauth_failure_window_seconds,
     )
+
+
+async def _retry_after(request: Request, throttle: FailureThrottle, caller: str) -> int:
+    """Checked outside the request's transaction: a grant may do slow work (hashing a code)
+    before its first write, and on SQLite an open transaction holds the write lock."""
+    async with app_state(request).read_sessionmaker() as reader:
+        return await throttle.retry_after(caller, reader)
 
 
 async def _read_form(request: Request) -> dict[str, str]:

@@ -48,11 +48,12 @@ class FailureThrottle:
         start = datetime.fromtimestamp(epoch - epoch % self.window_seconds, UTC)
         return start, start - self.window
 
-    async def retry_after(self, caller: str) -> int:
-        """0 when ``caller`` may try; else the whole seconds until it may."""
+    async def retry_after(self, caller: str, reader: AsyncSession | None = None) -> int:
+        """0 when ``caller`` may try; else the whole seconds until it may. Read on ``reader``
+        when given (a session outside the request's transaction)."""
         now = utcnow()
         current, previous = self._windows(now)
-        rows = await self.session.execute(
+        rows = await (reader or self.session).execute(
             select(TokenEndpointFailure.window_start, TokenEndpointFailure.failures).where(
                 TokenEndpointFailure.caller == caller[:MAX_CALLER],
                 TokenEndpointFailure.window_start >= previous,

@@ -5,6 +5,7 @@ with an access token and a refresh token; a wrong, expired, used or burned code 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any
 
@@ -310,3 +311,27 @@ async def test_two_apps_racing_with_one_code(
     assert device.revoked_at is not None
     app = make_client(won.json()["access_token"])
     assert_problem(await app.get(f"{API}/patients/{patient['id']}"), 401)
+
+
+async def test_the_slow_hash_runs_with_no_transaction_open(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a code is being hashed, other requests write: on SQLite an open transaction
+    would hold the write lock through the hash, and a flood of guesses would stall every
+    write of the clinic."""
+    patient = await create_patient(client)
+    issued = await new_code(client, patient["id"])
+    hashing, written = threading.Event(), threading.Event()
+    verify = codes.verify_code
+
+    def slow_verify(code: str, stored: str) -> bool:
+        hashing.set()
+        assert written.wait(timeout=5), "a write waited for the hash to end"
+        return verify(code, stored)
+
+    monkeypatch.setattr(codes, "verify_code", slow_verify)
+    exchanging = asyncio.create_task(exchange(anonymous, issued["code"]))
+    assert await asyncio.to_thread(hashing.wait, 5)
+    await create_patient(client)  # a write, while the code is being hashed
+    written.set()
+    assert_token_answer(await exchanging, patient["id"])
