@@ -20,6 +20,7 @@ from app.audit.router import router as audit_router
 from app.auth.access import authorize
 from app.auth.cache import TokenCache
 from app.auth.revocations import RevocationListener
+from app.auth.router import me_router
 from app.auth.router import router as tokens_router
 from app.auth.state import AuthState, set_auth_state
 from app.core import pg
@@ -33,6 +34,8 @@ from app.courses.router import router as courses_router
 from app.dashboard import install_pages
 from app.dashboard.headers import BrowserPageHeaders
 from app.dashboard.router import PAGE_PREFIXES
+from app.enrolment.grants import GRANTS as ENROLMENT_GRANTS
+from app.enrolment.router import router as enrolment_router
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
@@ -378,13 +381,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(courses_router)
     api.include_router(sessions_router)
     api.include_router(summary_router)
+    api.include_router(enrolment_router)
     api.include_router(tokens_router)
+    api.include_router(me_router)
     api.include_router(audit_router)
     api.include_router(webhooks_router)
     app.include_router(api)
     install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome
     app.include_router(subscriptions_router)  # /fhir/R4 Subscriptions (app/push)
-    install_oauth(app)  # /oauth/token: no bearer token; errors as RFC 6749 says
+    # /oauth/token: no bearer token; errors as RFC 6749 says. Patient apps' grants too.
+    install_oauth(app, ENROLMENT_GRANTS)
     app.include_router(ops.router)
     install_pages(app)  # /dashboard, its assets, /docs and /redoc (not in the schema)
     _document_api(app)

@@ -6,7 +6,7 @@ from app.auth.models import ApiToken, IdempotencyKey
 from app.courses.models import Course, FrequencyChange
 from app.enrolment.models import Device, EnrolmentCode, RefreshToken
 from app.fhir.models import ExportJob
-from app.oauth.models import ClientAssertion, OAuthClient
+from app.oauth.models import ClientAssertion, OAuthClient, TokenEndpointFailure
 from app.observations.models import Observation
 from app.outbox.models import OutboxEvent
 from app.patients.models import Patient
@@ -31,5 +31,6 @@ __all__ = [
     "PushDelivery",
     "PushSubscription",
     "RefreshToken",
+    "TokenEndpointFailure",
     "TreatmentSession",
 ]

@@ -19,3 +19,6 @@ class AuditEventRead(ResponseModel):
     outcome: Literal["allowed", "denied"]
     status: int
     request_id: str
+    # The registered client or enrolled device the token was issued to, if any.
+    client_id: uuid.UUID | None
+    device_id: uuid.UUID | None

@@ -52,6 +52,7 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
             str(params[k])
             for k in (
                 "token_id",
+                "device_id",
                 "course_id",
                 "patient_id",
                 "delivery_id",

@@ -97,6 +97,21 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/resend"): Rule(
         _r("admin"), "update", "webhook-delivery"
     ),
+    # Patient app enrolment (app/enrolment). Staff hand out codes and revoke devices; a
+    # patient token may see its own patient's devices (they are that patient's data) but not
+    # revoke them: a stolen phone's token could otherwise sign the patient's own phone out.
+    ("POST", f"{API}/patients/{{patient_id}}/enrolments"): Rule(
+        STAFF, "create", "enrolment", "patient"
+    ),
+    ("GET", f"{API}/patients/{{patient_id}}/devices"): Rule(
+        _r("admin", "clinician", "patient"), "read", "device", "patient"
+    ),
+    ("DELETE", f"{API}/patients/{{patient_id}}/devices/{{device_id}}"): Rule(
+        STAFF, "delete", "device", "patient"
+    ),
+    # Any token may read what it is; audited, as it names a patient token's patient (the
+    # handler sets it: the path names none).
+    ("GET", f"{API}/me"): Rule(ALL, "read", "token"),
     # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
     # Searches without `patient` cover every patient, so a patient token must name its own.
     ("GET", f"{FHIR}/metadata"): Rule(ALL, "read", "capability-statement", audit=False),

@@ -65,3 +65,17 @@ class TokenRead(ResponseModel):
 
 class TokenList(ResponseModel):
     items: list[TokenRead]
+
+
+class MeRead(ResponseModel):
+    """The presented token, as the access rules see it: no patient data beyond the id."""
+
+    role: Role
+    scope: str | None = Field(
+        description="Its SMART scopes (space-separated) when issued at /oauth/token; null for "
+        "a token made by an admin, which its role alone bounds."
+    )
+    patient_id: uuid.UUID | None = Field(description="The patient a `patient` token is bound to.")
+    client_id: uuid.UUID | None = Field(description="The registered client it was issued to.")
+    device_id: uuid.UUID | None = Field(description="The enrolled device it was issued to.")
+    expires_at: datetime | None

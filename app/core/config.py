@@ -95,6 +95,18 @@ class Settings(BaseSettings):
             h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()
         )
 
+    # Patient app enrolment (app/enrolment): the lifetime of an app's access token (short: a
+    # stolen one is good for this long at most) and of each refresh token (every refresh issues
+    # a new one, so an app used at least this often stays enrolled).
+    oauth_app_access_token_seconds: int = Field(900, gt=0, le=86_400)
+    oauth_refresh_token_days: float = Field(90, gt=0, le=3650)
+    # The token endpoint (app/oauth/throttle.py): a client address that has failed this many
+    # times within any oauth_failure_window_seconds (wrong codes, dead refresh tokens, bad
+    # assertions, malformed requests) gets a 429 until its failures age out. Counted in the
+    # database, so the bound holds across workers and machines. 0 turns it off.
+    oauth_failure_limit: int = Field(20, ge=0)
+    oauth_failure_window_seconds: int = Field(900, gt=0, le=86_400)
+
     @property
     def async_database_url(self) -> URL:
         return to_async_url(self.database_url)

@@ -57,3 +57,5 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set, with the device's, when the device is revoked (by staff, or for a reused token).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -51,6 +51,6 @@ class ResponseNotKept(Conflict):
         super().__init__(
             "The request with this Idempotency-Key was applied, but its response held a "
             "secret that is shown only once and is never stored. If it was lost, revoke that "
-            "token and issue a new one with a new key.",
+            "token (or let that enrolment code expire) and make a new one with a new key.",
             [field_error(HEADER_LOC, self.msg)],
         )

@@ -39,9 +39,10 @@ HEADER = b"idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Where keys apply: POSTs to the API (nothing else under /api/ writes with a POST).
 PREFIX = "/api/"
-# Responses that carry a secret shown only once (a new token; a webhook's signing secret):
-# never stored. The key still makes the request happen once; a repeat gets a 409.
-SECRET_RESPONSES = frozenset({"/api/v1/tokens", "/api/v1/webhooks"})
+# Responses that carry a secret shown only once (a new token, an enrolment code, a webhook's
+# signing secret): never stored. The key still makes the request happen once; a repeat gets a
+# 409.
+SECRET_RESPONSES = re.compile(r"/api/v1/tokens|/api/v1/patients/[^/]+/enrolments|/api/v1/webhooks")
 # The scope-state entries the middleware leaves for the router dependency: a new key's claim,
 # or the answer a known (or invalid) key already has.
 CLAIM = "idempotency"
@@ -152,7 +153,7 @@ class IdempotencyMiddleware:
             if claim.inserted and 200 <= status < 300:
                 # If this fails the write stands and its key stays `processing`: a retry gets
                 # a 409 saying so. The client still gets this response.
-                keep = scope["path"] not in SECRET_RESPONSES
+                keep = SECRET_RESPONSES.fullmatch(scope["path"]) is None
                 try:
                     await complete(
                         app_state(app).sessionmaker,

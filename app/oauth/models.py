@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Uuid
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -40,3 +40,15 @@ class ClientAssertion(Base):
     )
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class TokenEndpointFailure(Base):
+    """How many token requests a client address had refused in one window of time: the
+    token endpoint's bound on guessing (app/oauth/throttle.py). Rows older than two windows
+    are deleted as new failures come in."""
+
+    __tablename__ = "oauth_failures"
+
+    caller: Mapped[str] = mapped_column(String(100), primary_key=True)  # the client address
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, index=True)
+    failures: Mapped[int] = mapped_column(Integer)

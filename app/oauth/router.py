@@ -6,23 +6,29 @@ app/oauth/backend_services.py, enrolment codes and refresh tokens in app/enrolme
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.formparsers import MultiPartException
 
 from app.audit.service import audit_request
 from app.auth.rules import AccessRecord, Rule
 from app.core.db import SessionDep
 from app.core.errors import register_error_format
+from app.core.state import app_state
 from app.oauth.errors import NO_STORE, OAuthError, oauth_error_response, report_as_oauth
 from app.oauth.grants import GrantHandler, TokenRequest
+from app.oauth.throttle import FailureThrottle
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 8192  # a client assertion is a few KB; anything longer is not one
 
+# grant_type -> its handler. Grants of other packages (app/enrolment/grants.py) are added by
+# install_oauth, from app/main.py: app.oauth imports none of them (no import cycle).
 GRANTS: dict[str, GrantHandler] = {}
 TOKEN_RULE = Rule(frozenset(), "create", "token")
 
@@ -59,6 +65,12 @@ _FORM_FIELDS = (
     "grant_type", "scope", "client_assertion_type", "client_assertion", "code", "device_name",
     "refresh_token",
 )  # fmt: skip
+# Each field is read as given, at most MAX_FIELD characters, never with a NUL (refused before
+# any grant reads it, as everywhere in this API).
+_FIELD_SCHEMA = {"type": "string", "maxLength": MAX_FIELD, "pattern": "^[^\\x00]*$"}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}},
+}
 _OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -67,10 +79,7 @@ _OPENAPI: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["grant_type"],
-                    # No NUL in any field (API.md, "Failure semantics"), as app/main.py's NO_NUL.
-                    "properties": {
-                        name: {"type": "string", "pattern": "^[^\\x00]*$"} for name in _FORM_FIELDS
-                    },
+                    "properties": {name: dict(_FIELD_SCHEMA) for name in _FORM_FIELDS},
                 }
             }
         },
@@ -79,8 +88,9 @@ _OPENAPI: dict[str, Any] = {
         "200": _answer("A token", _TOKEN_SCHEMA),
         "400": _answer("An RFC 6749 error", _ERROR_SCHEMA),
         "401": _answer("The client could not be authenticated", _ERROR_SCHEMA),
-        "429": _answer("Too many failures from this caller", _ERROR_SCHEMA),
-        "503": _answer("The database cannot answer now", _ERROR_SCHEMA),
+        "429": _answer("Too many refused requests from this address", _ERROR_SCHEMA)
+        | {"headers": _RETRY_AFTER},
+        "503": _answer("The database cannot answer now", _ERROR_SCHEMA) | {"headers": _RETRY_AFTER},
     },
 }
 
@@ -98,23 +108,63 @@ async def token(request: Request, response: Response, session: SessionDep) -> JS
     access = AccessRecord(rule=TOKEN_RULE, request_id=request.state.request_id)
     request.state.access = access
     audit_request(request, access)
+    caller = request.client.host if request.client else "unknown"
+    throttle = _throttle(request, session)
     try:
+        if throttle is not None and (wait := await _retry_after(request, throttle, caller)):
+            raise TooManyFailures(wait)
         form = await _read_form(request)
         handler = GRANTS.get(form.get("grant_type", ""))
         if handler is None:
             if "grant_type" not in form:
                 raise OAuthError("invalid_request", "`grant_type` is required.")
             raise OAuthError("unsupported_grant_type", "This grant type is not supported.")
-        caller = request.client.host if request.client else "unknown"
         body: dict[str, Any] = await handler(
             TokenRequest(form, token_url(request), caller, session, request, access)
         )
     except OAuthError as exc:
-        # Answered, not raised: what the refusal wrote (a code's failed attempt) commits, and
-        # the audit row records this status.
+        # Answered, not raised: what the refusal wrote (a code's failed attempt, this
+        # address's count) commits, and the audit row records this status.
+        if throttle is not None and not isinstance(exc, TooManyFailures):
+            await throttle.count_failure(caller)
         response.status_code = exc.status
         return oauth_error_response(exc)
     return JSONResponse(body, headers=NO_STORE)
+
+
+class TooManyFailures(OAuthError):
+    """This address was refused too often lately (app/oauth/throttle.py).
+
+    `slow_down` (RFC 8628 §3.5, registered for the token endpoint) says what is meant: the
+    request may be fine, the caller must wait before it tries again; `invalid_request` would
+    say the request itself is malformed. The 429 and its Retry-After say how long, in the
+    terms every HTTP client knows."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "slow_down",
+            f"Too many refused requests from this address; retry in {retry_after} s.",
+            status=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _throttle(request: Request, session: AsyncSession) -> FailureThrottle | None:
+    settings = app_state(request).settings
+    if settings.oauth_failure_limit <= 0:
+        return None
+    return FailureThrottle(
+        session,
+        limit=settings.oauth_failure_limit,
+        window_seconds=settings.oauth_failure_window_seconds,
+    )
+
+
+async def _retry_after(request: Request, throttle: FailureThrottle, caller: str) -> int:
+    """Checked outside the request's transaction: a grant may do slow work (hashing a code)
+    before its first write, and on SQLite an open transaction holds the write lock."""
+    async with app_state(request).read_sessionmaker() as reader:
+        return await throttle.retry_after(caller, reader)
 
 
 async def _read_form(request: Request) -> dict[str, str]:
@@ -136,6 +186,9 @@ async def _read_form(request: Request) -> dict[str, str]:
     return form
 
 
-def install_oauth(app: FastAPI) -> None:
+def install_oauth(app: FastAPI, *grants: Mapping[str, GrantHandler]) -> None:
+    """/oauth/token, answering the grants given as well as this package's own."""
+    for more in grants:
+        GRANTS.update(more)
     app.include_router(router)
     register_error_format(app, "/oauth/", report_as_oauth)

@@ -80,6 +80,7 @@ def body_for(method: str, template: str) -> dict[str, Any] | None:
         "/api/v1/webhooks": {
             "url": "https://receiver.example/hook", "events": ["observation.created"]
         },
+        "/api/v1/patients/{patient_id}/enrolments": {},
     }  # fmt: skip
     return bodies.get(template)
 
@@ -110,7 +111,7 @@ def fill(template: str, patient_id: str, course_id: str) -> str:
     return template.format(
         patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4(), job_id=uuid.uuid4(),
         resource_type="Observation", webhook_id=uuid.uuid4(), delivery_id=uuid.uuid4(),
-        subscription_id=uuid.uuid4(),
+        subscription_id=uuid.uuid4(), device_id=uuid.uuid4(),
     )  # fmt: skip
 
 

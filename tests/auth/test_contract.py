@@ -77,6 +77,10 @@ GET    /api/v1/webhooks/{webhook_id}/deliveries                 x      .      . 
 POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  x  .  .      .      .
 DELETE /api/v1/webhooks/{webhook_id}                            x      .      .      .      .
 GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
+POST   /api/v1/patients/{patient_id}/enrolments                 x      x      .      .      .
+GET    /api/v1/patients/{patient_id}/devices                    x      x     own     .      .
+DELETE /api/v1/patients/{patient_id}/devices/{device_id}        x      x      .      .      .
+GET    /api/v1/me                                               x      x      x      x      x
 GET    /fhir/R4/metadata                                        x      x      x      x      x
 GET    /fhir/R4/Patient                                         x      .      x      x      .
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
@@ -99,7 +103,8 @@ DELETE /fhir/R4/Subscription/{subscription_id}                  x      .      . 
 # What each request's audit row records (docs/security.md, "The audit trail"): its action, its
 # resource_type, and the patient it names: `path` the path's patient, `course` the course's
 # patient, `query` the FHIR search's `patient` (none without one), `new` the patient the
-# request created, `-` none. A route whose action is `-` leaves no row at all.
+# request created, `self` the patient the token is bound to (none but for a patient token),
+# `-` none. A route whose action is `-` leaves no row at all.
 AUDIT_TABLE = """
                                                               action  resource_type         patient
 GET    /api/v1/instruments                                    -       -                     -
@@ -131,6 +136,10 @@ GET    /api/v1/webhooks/{webhook_id}/deliveries               read    webhook-de
 POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  update  webhook-delivery  -
 DELETE /api/v1/webhooks/{webhook_id}                          delete  webhook               -
 GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
+POST   /api/v1/patients/{patient_id}/enrolments               create  enrolment             path
+GET    /api/v1/patients/{patient_id}/devices                  read    device                path
+DELETE /api/v1/patients/{patient_id}/devices/{device_id}      delete  device                path
+GET    /api/v1/me                                             read    token                 self
 GET    /fhir/R4/metadata                                      -       -                     -
 GET    /fhir/R4/Patient                                       read    patient               -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
@@ -152,7 +161,7 @@ DELETE /fhir/R4/Subscription/{subscription_id}                delete  subscripti
 
 Route = tuple[str, str]  # (method, path template)
 Mark = Literal["x", ".", "own"]
-Subject = Literal["path", "course", "query", "new", "-"]
+Subject = Literal["path", "course", "query", "new", "self", "-"]
 Target = Literal["own", "other", "none"]  # whose data the request names (`none`: no patient)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -224,6 +233,7 @@ class World:
     patients: dict[str, str]  # own, other
     courses: dict[str, str]  # own, other: a course of each patient
     token_id: str  # a token for DELETE /tokens/{id} (revoking it again is a 204 too)
+    device_id: str  # an enrolled device of `own` (revoking it again is a 204 too)
     read_job: str  # an export job of the integration token's: it and admins may read it
     cancel_jobs: dict[str, str]  # role → a job it may cancel (admin's, integration's own)
     serial: itertools.count[int]  # makes each recorded time different
@@ -241,6 +251,7 @@ class World:
             resource_type="Observation", webhook_id=self.webhook_id,
             delivery_id=self.delivery_id,
             subscription_id=self.subscriptions.get(role, self.subscriptions["integration"]),
+            device_id=self.device_id,
         )  # fmt: skip
         audited = AUDIT[route]
         params, headers = {}, {}
@@ -291,6 +302,7 @@ def _body(route: Route, serial: int) -> dict[str, Any] | None:
             "url": "https://receiver.example/hook", "events": ["observation.created"]
         },
         ("POST", "/fhir/R4/Subscription"): _SUBSCRIPTION,
+        ("POST", "/api/v1/patients/{patient_id}/enrolments"): {"expires_in_hours": 1},
     }  # fmt: skip
     return bodies.get(route)
 
@@ -337,9 +349,12 @@ async def world(app: FastAPI) -> AsyncIterator[World]:
         made = await clients[role].post("/fhir/R4/Subscription", json=_SUBSCRIPTION)
         assert made.status_code == 201, made.text
         subscriptions[role] = made.json()["id"]
+    device_id = await enrolled_device(app, clients["clinician"], patients["own"])
     yield World(
-        engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count(),
-        webhook_id, delivery_id, subscriptions,
+        engine=engine, clients=clients, patients=patients, courses=courses, token_id=token_id,
+        device_id=device_id, read_job=read_job, cancel_jobs=cancel_jobs,
+        serial=itertools.count(), webhook_id=webhook_id, delivery_id=delivery_id,
+        subscriptions=subscriptions,
     )  # fmt: skip
     for client in clients.values():
         await client.aclose()
@@ -377,6 +392,21 @@ async def _webhook_with_a_delivery(
     return str(webhook_id), str(delivery.id)
 
 
+async def enrolled_device(app: FastAPI, staff: httpx.AsyncClient, patient_id: str) -> str:
+    """A device of the patient, enrolled as an app does it: a code exchanged at /oauth/token."""
+    code = (await staff.post(f"/api/v1/patients/{patient_id}/enrolments", json={})).json()["code"]
+    form = {
+        "grant_type": "urn:outcomes:grant-type:enrolment-code",
+        "code": code,
+        "device_name": "phone",
+    }
+    async with client_of(app) as enrolling:
+        assert (await enrolling.post("/oauth/token", data=form)).status_code == 200
+    devices = (await staff.get(f"/api/v1/patients/{patient_id}/devices")).json()["items"]
+    device_id: str = devices[0]["id"]
+    return device_id
+
+
 # --- the checks ------------------------------------------------------------------------------
 
 
@@ -410,6 +440,8 @@ async def assert_audited(
         return
     if audited.subject == "new":
         patient = response.json()["id"] if allowed else None
+    elif audited.subject == "self":
+        patient = world.patients["own"] if role == "patient" else None
     else:
         patient = None if audited.subject == "-" else call.patient
     expected = (
