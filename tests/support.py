@@ -3,9 +3,10 @@ app instance with settings of its own."""
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,18 @@ async def delete_rows(engine: AsyncEngine) -> None:
 async def _delete_rows(conn: AsyncConnection) -> None:
     for table in _emptied_tables():
         await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
+
+
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that never answers, as a database behind a firewall that drops
+    packets seems to a client: the kernel completes the first handshakes into a backlog no
+    one accepts from (the client waits for PostgreSQL's reply forever), then drops the SYNs
+    (the client waits for the connection forever). Only loopback traffic: nothing leaves."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        yield listener.getsockname()[1]
 
 
 @asynccontextmanager
