@@ -280,7 +280,7 @@ def _revocation_listener(settings: Settings, cache: TokenCache) -> RevocationLis
     dsn = pg.postgres_dsn(settings)
     if dsn is None or settings.token_cache_seconds <= 0 or settings.token_cache_pushed_seconds <= 0:
         return None
-    return RevocationListener(dsn, cache)
+    return RevocationListener(dsn, cache, settings.db_connect_timeout_seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

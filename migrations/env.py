@@ -43,7 +43,11 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    url = _url()
+    # As the service's engine (app/core/db.py): a database that never answers is given up.
+    timeout = {"timeout": get_settings().db_connect_timeout_seconds}
+    connect_args = timeout if url.startswith("postgresql+asyncpg") else {}
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
     await engine.dispose()

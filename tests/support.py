@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.config import Settings
 from app.core.db import Base
@@ -95,16 +95,44 @@ async def walk_pages(
             return pages
 
 
+def _emptied_tables() -> list[str]:
+    """Every table but the append-only audit trail (the database refuses to empty that; audit
+    tests filter by their own ids instead), those that refer to others first."""
+    return [t.name for t in reversed(Base.metadata.sorted_tables) if t.name != "audit_events"]
+
+
 async def empty_tables(engine: AsyncEngine) -> None:
-    """Delete every row the tests wrote, except the append-only audit trail (the database
-    refuses that; audit tests filter by their own ids instead)."""
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name != "audit_events"]
+    """Delete every row the tests wrote, except the audit trail's."""
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+            await conn.execute(text(f"TRUNCATE {', '.join(_emptied_tables())} CASCADE"))
         else:
-            for table in tables:
-                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
+            await _delete_rows(conn)
+
+
+async def delete_rows(engine: AsyncEngine) -> None:
+    """``empty_tables`` by DELETE on every database: for the few rows of a short scenario,
+    PostgreSQL deletes them in about a twentieth of a TRUNCATE's time (14 ms against 330 ms
+    measured here), which counts when it is done before each of many scenarios."""
+    async with engine.begin() as conn:
+        await _delete_rows(conn)
+
+
+async def _delete_rows(conn: AsyncConnection) -> None:
+    for table in _emptied_tables():
+        await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (metadata names)
+
+
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that never answers, as a database behind a firewall that drops
+    packets seems to a client: the kernel completes the first handshakes into a backlog no
+    one accepts from (the client waits for PostgreSQL's reply forever), then drops the SYNs
+    (the client waits for the connection forever). Only loopback traffic: nothing leaves."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        yield listener.getsockname()[1]
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from app.core.config import Settings, get_settings, to_async_url
 from app.core.migrations import head_revisions, schema_state
 from app.main import create_app
 from tests.migrations.support import drop_scratch, scratch_database
-from tests.support import migrate
+from tests.support import migrate, silent_port
 
 
 @pytest.fixture
@@ -422,6 +423,21 @@ def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback(
 
     assert_one_line(result, says="cannot use the")
     assert "secret-pw" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["migrate"], ["tokens", "create", "--role", "admin"]])
+def test_a_postgresql_that_never_answers_is_one_line_within_the_connect_timeout(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTCOMES_DB_CONNECT_TIMEOUT_SECONDS", "0.5")
+    with silent_port() as port:
+        started = time.monotonic()
+        result = run_outcomes(f"postgresql://outcomes@127.0.0.1:{port}/outcomes", *argv)
+        elapsed = time.monotonic() - started
+
+    assert_one_line(result, says="cannot use the")
+    # The interpreter's start takes most of it; asyncpg alone would wait a minute.
+    assert elapsed < 30, elapsed
 
 
 @pytest.mark.usefixtures("fresh_settings")

@@ -11,7 +11,9 @@ other records, two parameters at once), which the fields' descriptions say inste
 
 The stateful phase then chains schema-valid requests along links: those the document declares
 (app/main.py: a created patient's id into the operations that take one, and so on) and those
-schemathesis 4 infers from it. Each scenario starts from a new patient with a course.
+schemathesis 4 infers from it. Each scenario starts from empty tables (all but the append-only
+audit trail) with an admin token of its own, then a new patient with a course: it meets only
+what it made, so Hypothesis can run it again and draw the same (Workflow says why it must).
 
 Deterministic (Hypothesis derandomised, no example database) and bounded: MAX_EXAMPLES cases
 per operation in the fuzzing phase, STATEFUL_SCENARIOS scenarios of at most STATEFUL_STEPS
@@ -30,15 +32,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
 import hypothesis
 import pytest
 import schemathesis
+from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck
 from hypothesis.stateful import Bundle, MultipleResults, initialize, multiple
 from pydantic import ValidationError
@@ -48,16 +52,19 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.generation.stateful.state_machine import StepInput, StepOutput
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.python import asgi
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.analytics.attribution import ambiguity
+from app.auth.service import TokenService
 from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
 from app.courses.schemas import FrequencyChangeCreate
 from app.main import NOT_BLANK, create_app
 from app.observations.errors import InvalidReference
 from app.push.service_rules import HTTP_REFUSED
 from tests.factories import API, create_patient
-from tests.support import Issue, assert_problem
+from tests.support import Issue, assert_problem, delete_rows
 
 MAX_EXAMPLES = 20  # per operation, in the fuzzing phase (the coverage phase adds its own)
 STATEFUL_SCENARIOS = 30
@@ -270,10 +277,23 @@ CREATE_COURSE = schema["/api/v1/patients/{patient_id}/courses"]["POST"]
 
 
 class Workflow(schema.as_state_machine()):  # type: ignore[misc]
-    """Scenarios along the schema's links (app/main.py's, and those schemathesis infers), with
-    the admin token of the run."""
+    """Scenarios along the schema's links (app/main.py's, and those schemathesis infers), each
+    from empty tables with an admin token of its own (`start_afresh`, set by the test).
 
+    A scenario must not meet what an earlier one left. Hypothesis draws each step from the
+    answers before it (which links a response offers, whether a list has an item to follow)
+    and checks that a scenario run twice draws the same: a patient's `external_id` drawn again
+    is a 409 the second time, so no course follows, and Hypothesis reports
+    FlakyStrategyDefinition instead of the scenario (or of its failure, when it replays one to
+    report it). The audit trail is append-only and stays: no link starts from it."""
+
+    start_afresh: Callable[[], str] | None = None  # a partial: not bound as a method
     token: str = ""
+
+    def setup(self) -> None:
+        """Runs before each scenario (schemathesis's APIStateMachine calls it)."""
+        assert self.start_afresh is not None, "the test sets Workflow.start_afresh"
+        self.token = self.start_afresh()
 
     @initialize(
         target=Bundle("catch_all"),
@@ -354,15 +374,33 @@ LINKED = {
 }
 
 
-@pytest.mark.skip(
-    reason="issue 15, open: after the failure-handling change merged, a stateful scenario fails "
-    "and Hypothesis's replay of it draws differently (FlakyStrategyDefinition: the replay meets "
-    "the database the first run left), which hides the failure; make the scenarios independent "
-    "of earlier ones, then remove this skip"
-)
-def test_operations_chained_along_the_schemas_links(fuzz_app: None, admin_token: str) -> None:
-    Workflow.token = admin_token
-    Workflow.run(settings=STATEFUL_SETTINGS)
+async def _empty_with_an_admin(engine: AsyncEngine) -> str:
+    await delete_rows(engine)
+    async with create_sessionmaker(engine)() as session, session.begin():
+        issued = await TokenService(session).issue("admin", None, None)
+    return issued.token
+
+
+@pytest.fixture
+def start_afresh(settings: Settings) -> Iterator[Callable[[], str]]:
+    """Empties the tables and issues an admin token, for a synchronous caller (the state
+    machine's setup): in an event loop of its own, in a thread, with an engine of its own."""
+    with start_blocking_portal() as portal:
+        engine = create_engine(settings)
+        try:
+            yield partial(portal.call, _empty_with_an_admin, engine)
+        finally:
+            portal.call(engine.dispose)
+
+
+def test_operations_chained_along_the_schemas_links(
+    fuzz_app: None, start_afresh: Callable[[], str]
+) -> None:
+    Workflow.start_afresh = start_afresh
+    try:
+        Workflow.run(settings=STATEFUL_SETTINGS)
+    finally:
+        Workflow.start_afresh = None
     # The scenarios followed links: records made in one step were read in the next.
     assert SEEN.stateful_successes >= LINKED, sorted(LINKED - SEEN.stateful_successes)
 

@@ -45,9 +45,10 @@ class RevocationListener:
     """Keeps one connection listening on ``CHANNEL`` while the app runs, reconnecting when it
     is lost; tells the cache whether it hears every revocation."""
 
-    def __init__(self, dsn: str, cache: TokenCache) -> None:
+    def __init__(self, dsn: str, cache: TokenCache, connect_timeout_seconds: float) -> None:
         self.dsn = dsn
         self.cache = cache
+        self.connect_timeout_seconds = connect_timeout_seconds
         self._task: asyncio.Task[None] | None = None
         self.backend_pid: int | None = None  # the listening connection's server process
 
@@ -70,7 +71,7 @@ class RevocationListener:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _listen_once(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
+        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_seconds)
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:

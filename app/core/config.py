@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # PostgreSQL cancels any statement running longer than this (a 503 for the request);
     # 0 turns it off. Not applied on SQLite.
     db_statement_timeout_ms: int = Field(5000, ge=0)
+    # PostgreSQL: a connection not established within this many seconds (the server down
+    # behind a firewall that drops packets, say, rather than refusing them) is given up, and
+    # the request that needed it answers 503; asyncpg's own default would hold it a minute.
+    db_connect_timeout_seconds: float = Field(5, gt=0)
     # Idempotency-Key (app/idempotency): a key and its first response are kept this long (at
     # least a day, so a client's retries over a day are safe), and expired keys are purged
     # every idempotency_purge_seconds.

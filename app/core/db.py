@@ -94,6 +94,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         _configure_sqlite(engine, settings)
         return engine
     connect_args: dict[str, Any] = {}
+    if url.get_driver_name() == "asyncpg":
+        # A connect the database never answers (its packets dropped, not refused) is given
+        # up: the request waiting for it answers 503 (an OSError: app/core/outages.py).
+        connect_args["timeout"] = settings.db_connect_timeout_seconds
     if settings.db_statement_timeout_ms and url.get_driver_name() == "asyncpg":
         # Every statement of every connection is bounded: a runaway query cannot hold a
         # connection (and the pool) for long; get_session answers a cancelled one with a 503.

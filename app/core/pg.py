@@ -58,6 +58,7 @@ async def create_pool(settings: Settings) -> Pool | None:
         max_size=settings.db_pool_size,
         reset=_keep_session_state,
         server_settings=server_settings,
+        timeout=settings.db_connect_timeout_seconds,  # each connect, as the engine's
     )
     return pool
 

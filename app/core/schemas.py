@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -79,11 +80,26 @@ def _iso_text(value: object) -> object:
     raise ValueError("must be an ISO 8601 string, not a number")
 
 
+# Times are kept in UTC, whose calendar runs from year 1 to 9999 (Python's): on its first day
+# a positive offset can reach back before it (0001-01-01T00:00+01:00 is year 0 in UTC), on its
+# last a negative one past it. Those two combinations are refused at any time of day, so that
+# the rule is one a pattern can state (an exact "before the calendar in UTC" cannot be, short
+# of comparing the time with the offset digit by digit) and the OpenAPI document says it. The
+# same moment written in UTC (Z, +00:00 or -00:00) is kept.
+OUTSIDE_THE_CALENDAR = (
+    "is outside the range of times this service stores (on 0001-01-01 the offset must not be "
+    "positive, on 9999-12-31 not negative)"
+)
+# The rule in the document: an RFC 3339 date-time matches it exactly when `_to_utc` keeps it.
+CALENDAR_PATTERN = "^(?!0001-01-01.[^+]*\\+(?!00:00)|9999-12-31.[^-]*-(?!00:00))"
+
+
 def _to_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC: a 422, not a 500
-        raise ValueError("is outside the range of times this service stores") from None
+    offset = value.utcoffset() or timedelta(0)
+    day = value.date()
+    if (day == date.min and offset > timedelta(0)) or (day == date.max and offset < timedelta(0)):
+        raise ValueError(OUTSIDE_THE_CALENDAR)
+    return value.astimezone(UTC)
 
 
 def _not_in_future(value: datetime) -> datetime:
@@ -95,7 +111,12 @@ def _not_in_future(value: datetime) -> datetime:
 # A calendar date as `YYYY-MM-DD`.
 IsoDate = Annotated[date, BeforeValidator(_iso_text)]
 # RFC 3339 with an offset (a naive timestamp is rejected), normalised to UTC.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_to_utc)]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text),
+    AfterValidator(_to_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": CALENDAR_PATTERN}),
+]
 # A moment something happened: not in the future.
 PastTimestamp = Annotated[Timestamp, AfterValidator(_not_in_future)]
 

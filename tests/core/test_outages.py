@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.core.state import app_state
 from tests.factories import API, create_patient
-from tests.support import Issue, client_of, running
+from tests.support import Issue, client_of, running, silent_port
 
 PATIENT = "00000000-0000-4000-8000-000000000001"
 REFUSED_PG = "postgresql://postgres@127.0.0.1:1/outcomes"  # port 1: nothing listens
@@ -78,6 +79,34 @@ async def test_postgresql_refusing_connections_is_a_503_on_every_route(
             assert (await c.get("/healthz")).status_code == 200  # liveness needs no database
             # Nothing to look up and nothing to audit: the 401 needs no database.
             assert (await c.get(f"{API}/instruments")).status_code == 401
+
+
+CONNECT_TIMEOUT_SECONDS = 0.5
+
+
+async def test_postgresql_that_never_answers_is_a_503_within_the_connect_timeout(
+    settings: Settings,
+) -> None:
+    """The engine's and the raw pool's connects give up after OUTCOMES_DB_CONNECT_TIMEOUT_SECONDS
+    (asyncpg alone waits a minute). A request makes a few connects in turn at most (the
+    token, the work, its audit row): each answers 503 within a few timeouts."""
+    with silent_port() as port:
+        url = f"postgresql://postgres@127.0.0.1:{port}/outcomes"
+        overrides = {"database_url": url, "db_connect_timeout_seconds": CONNECT_TIMEOUT_SECONDS}
+        async with running(settings, **overrides) as app:
+            for method, path, token, headers, body in [
+                *REQUESTS,
+                ("GET", "/readyz", None, {}, None),
+            ]:
+                async with client_of(app, token) as c:
+                    started = time.monotonic()
+                    response = await c.request(method, path, headers=headers, json=body)
+                    elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                if path != "/readyz":  # a probe's answer, not an API one (tests/test_operations)
+                    assert_unavailable(response)
+                # About 0.5 to 1.1 s measured; ten timeouts leave room for a loaded machine.
+                assert elapsed < 10 * CONNECT_TIMEOUT_SECONDS, f"{method} {path}: {elapsed:.1f} s"
 
 
 async def test_a_sqlite_file_that_cannot_be_opened_is_a_503_on_every_route(
