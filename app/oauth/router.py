@@ -55,6 +55,8 @@ def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# What _read_form admits of each field (a NUL, or a longer value, is an invalid_request).
+_FORM_VALUE = {"type": "string", "pattern": "^[^\\x00]*$", "maxLength": MAX_FIELD}
 _FORM_FIELDS = (
     "grant_type", "scope", "client_assertion_type", "client_assertion", "code", "device_name",
     "refresh_token",
@@ -67,7 +69,7 @@ _OPENAPI: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["grant_type"],
-                    "properties": {name: {"type": "string"} for name in _FORM_FIELDS},
+                    "properties": {name: dict(_FORM_VALUE) for name in _FORM_FIELDS},
                 }
             }
         },
