@@ -33,6 +33,7 @@ from app.courses.router import router as courses_router
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
+from app.oauth.registration import router as clients_router
 from app.oauth.router import install_oauth
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
@@ -362,6 +363,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(sessions_router)
     api.include_router(summary_router)
     api.include_router(tokens_router)
+    api.include_router(clients_router)
     api.include_router(audit_router)
     app.include_router(api)
     install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome

@@ -54,6 +54,7 @@ from app.analytics.attribution import ambiguity
 from app.core.config import Settings
 from app.courses.schemas import FrequencyChangeCreate
 from app.main import NOT_BLANK, create_app
+from app.oauth import jwks
 from app.observations.errors import InvalidReference
 from tests.factories import API, create_patient
 from tests.support import Issue, assert_problem
@@ -169,6 +170,12 @@ BEYOND_A_SCHEMA: frozenset[tuple[str, str, str]] = frozenset(
         ("body", "performed_at", "is before the course's start_date"),
         # two parameters at once
         ("query", "until", "must be later than since"),
+        # keys: real ones (a point on the curve, an odd exponent less than the modulus, a
+        # modulus without leading zeros), and a kid once in the set (app/oauth/jwks.py)
+        ("body", "y", jwks.NOT_ON_THE_CURVE),
+        ("body", "n", jwks.NOT_AN_RSA_KEY),
+        ("body", "n", jwks.RSA_TOO_SHORT),
+        ("body", "kid", jwks.KID_TAKEN),
     }
 )
 

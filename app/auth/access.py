@@ -22,6 +22,8 @@ from app.core.telemetry import route_template
 from app.courses.models import Course
 
 _COURSE_PATIENT = select(Course.patient_id).where(Course.id == bindparam("course_id"))
+# The path parameters an audit row names as its resource_id, the first one present.
+_NAMED = ("token_id", "client_id", "course_id", "patient_id")
 
 
 def bearer_token(request: Request) -> str:
@@ -47,9 +49,7 @@ async def authorize(request: Request, session: SessionDep) -> Principal:
     audit_request(request, record)
     check_parameters(request)  # so only well-formed ids are recorded or looked up below
     params = request.path_params
-    record.resource_id = next(
-        (str(params[k]) for k in ("token_id", "course_id", "patient_id") if k in params), None
-    )
+    record.resource_id = next((str(params[k]) for k in _NAMED if k in params), None)
     if rule is not None and rule.scope == "patient":
         record.patient_id = _uuid_or_none(params.get("patient_id"))  # no query: known at once
     elif rule is not None and rule.scope == "patient-query":

@@ -85,6 +85,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/tokens"): Rule(_r("admin"), "create", "token"),
     ("GET", f"{API}/tokens"): Rule(_r("admin"), "read", "token"),
     ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
+    ("POST", f"{API}/clients"): Rule(_r("admin"), "create", "client"),
+    ("GET", f"{API}/clients"): Rule(_r("admin"), "read", "client"),
+    ("DELETE", f"{API}/clients/{{client_id}}"): Rule(_r("admin"), "delete", "client"),
     ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
     # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
     # Searches without `patient` cover every patient, so a patient token must name its own.

@@ -26,6 +26,7 @@ from app.observations.models import Observation
 from app.patients.models import Patient
 from app.treatment_sessions.models import TreatmentSession
 from tests.factories import API, create_course, create_patient, create_session
+from tests.oauth.support import client_body, ec_signer
 from tests.support import Issue, MakeClient
 
 ROLES = ("admin", "clinician", "patient", "integration", "dashboard")
@@ -76,6 +77,7 @@ def body_for(method: str, template: str) -> dict[str, Any] | None:
             "observations": [{"instrument": "pain-nrs", "value": 4, "recorded_at": _ago(hours=1)}]
         },
         "/api/v1/tokens": {"role": "dashboard"},
+        "/api/v1/clients": client_body(ec_signer()),
     }  # fmt: skip
     return bodies[template]
 
@@ -105,7 +107,7 @@ async def world(client: httpx.AsyncClient, issue_token: Issue) -> World:
 def fill(template: str, patient_id: str, course_id: str) -> str:
     return template.format(
         patient_id=patient_id, course_id=course_id, token_id=uuid.uuid4(), job_id=uuid.uuid4(),
-        resource_type="Observation",
+        resource_type="Observation", client_id=uuid.uuid4(),
     )  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from app.auth.service import TokenService
 from app.core.db import create_sessionmaker
 from app.core.state import app_state
 from tests.factories import create_course, create_observation, create_patient, create_session
+from tests.oauth.support import client_body, ec_signer, register
 from tests.support import client_of, empty_tables
 
 ROLES = ("admin", "clinician", "patient", "integration", "dashboard")
@@ -70,6 +71,9 @@ DELETE /api/v1/tokens/{token_id}                                x      .      . 
 GET    /api/v1/audit                                            x      .      .      .      .
 GET    /api/v1/tokens                                           x      .      .      .      .
 GET    /api/v1/patients/{patient_id}/summary                    x      x     own     x      .
+POST   /api/v1/clients                                          x      .      .      .      .
+GET    /api/v1/clients                                          x      .      .      .      .
+DELETE /api/v1/clients/{client_id}                              x      .      .      .      .
 GET    /fhir/R4/metadata                                        x      x      x      x      x
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
 GET    /fhir/R4/Patient/{patient_id}/$everything                x      .     own     x      .
@@ -113,6 +117,9 @@ DELETE /api/v1/tokens/{token_id}                              delete  token     
 GET    /api/v1/audit                                          read    audit                 -
 GET    /api/v1/tokens                                         read    token                 -
 GET    /api/v1/patients/{patient_id}/summary                  read    summary               path
+POST   /api/v1/clients                                        create  client                -
+GET    /api/v1/clients                                        read    client                -
+DELETE /api/v1/clients/{client_id}                            delete  client                -
 GET    /fhir/R4/metadata                                      -       -                     -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
 GET    /fhir/R4/Patient/{patient_id}/$everything              export  patient-record        path
@@ -202,6 +209,7 @@ class World:
     token_id: str  # a token for DELETE /tokens/{id} (revoking it again is a 204 too)
     read_job: str  # an export job of the integration token's: it and admins may read it
     cancel_jobs: dict[str, str]  # role → a job it may cancel (admin's, integration's own)
+    client_id: str  # a registered client for DELETE /clients/{id} (again: a 204 too)
     serial: itertools.count[int]  # makes each recorded time different
 
     def call(self, route: Route, role: str, target: Target) -> Call:
@@ -211,7 +219,7 @@ class World:
         job = self.cancel_jobs.get(role, self.read_job) if method == "DELETE" else self.read_job
         url = template.format(
             patient_id=patient, course_id=course, token_id=self.token_id, job_id=job,
-            resource_type="Observation",
+            resource_type="Observation", client_id=self.client_id,
         )  # fmt: skip
         audited = AUDIT[route]
         params, headers = {}, {}
@@ -258,6 +266,7 @@ def _body(route: Route, serial: int) -> dict[str, Any] | None:
             "observations": [observation]
         },
         ("POST", "/api/v1/tokens"): {"role": "dashboard"},
+        ("POST", "/api/v1/clients"): client_body(ec_signer(), name=f"Client {serial}"),
     }  # fmt: skip
     return bodies.get(route)
 
@@ -298,9 +307,11 @@ async def world(app: FastAPI) -> AsyncIterator[World]:
     read_job = await export_job("integration")
     cancel_jobs = {role: await export_job(role) for role in ("admin", "integration")}
     _, token_id = await issue("dashboard")
+    client_id = await register(clients["admin"], ec_signer(), name="Contract EHR")
     yield World(
-        engine, clients, patients, courses, token_id, read_job, cancel_jobs, itertools.count()
-    )
+        engine, clients, patients, courses, token_id, read_job, cancel_jobs, client_id,
+        itertools.count(),
+    )  # fmt: skip
     for client in clients.values():
         await client.aclose()
     await empty_tables(engine)
