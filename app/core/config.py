@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # job's status and files can be fetched for this long after its kick-off.
     export_batch_size: int = Field(1000, gt=0, le=10_000)
     export_retention_hours: float = Field(24, gt=0)
+    # SMART Backend Services (app/oauth/backend_services.py): an access token issued at
+    # /oauth/token lives this long; SMART recommends 300 s and no more (a client asks for a
+    # new one with a new assertion), so an hour is the ceiling.
+    oauth_access_token_seconds: int = Field(300, gt=0, le=3600)
 
     @property
     def async_database_url(self) -> URL:
