@@ -33,6 +33,7 @@ from app.courses.router import router as courses_router
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
+from app.oauth.discovery import router as discovery_router
 from app.oauth.registration import router as clients_router
 from app.oauth.router import install_oauth
 from app.observations.router import router as observations_router
@@ -368,6 +369,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     install_fhir(app)  # /fhir/R4, behind the same access dependency; errors as OperationOutcome
     install_oauth(app)  # /oauth/token: no bearer token; errors as RFC 6749 says
+    app.include_router(discovery_router)  # .well-known/smart-configuration: open
     app.include_router(ops.router)
     _document_api(app)
     return app

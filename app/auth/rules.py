@@ -1,7 +1,10 @@
 """Who may do what: one table of rules, keyed by method and route template.
 
 A route without a rule is refused (403) rather than left open, and the role × route test
-matrix is generated from this table and the application's own route table.
+matrix is generated from this table and the application's own route table. Each rule also
+says what a token's SMART scopes must grant for it (`needs`, app/auth/scopes.py): a token
+issued at /oauth/token is bounded by its scopes as well as its role. Open routes (discovery:
+no patient data) say so with `open=True`: no token is asked for, none is looked up.
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.auth.principal import Principal
+from app.auth.scopes import (
+    ADMINISTRATION,
+    NO_DATA,
+    READ_EVERY_TYPE,
+    Needs,
+    needs,
+)
 
 Role = Literal["admin", "clinician", "patient", "integration", "dashboard"]
 Action = Literal["read", "create", "update", "delete", "export"]
@@ -29,6 +39,11 @@ class Rule:
     resource: str
     scope: Scope = "none"
     audit: bool = True  # False only for data that is not about a patient (the catalogue)
+    # What a scoped token's SMART scopes must grant; None (no mapping yet) refuses every
+    # scoped token, and tests/auth/test_access_matrix.py fails until the rule names its needs.
+    needs: Needs | None = None
+    # No token asked for (any sent is ignored), never audited: discovery, no patient data.
+    open: bool = False
 
 
 def _r(*roles: Role) -> frozenset[Role]:
@@ -39,76 +54,109 @@ API = "/api/v1"
 FHIR = "/fhir/R4"
 FHIR_READERS: frozenset[Role] = frozenset({"admin", "integration", "patient"})
 BULK_EXPORTERS: frozenset[Role] = frozenset({"admin", "integration"})
+ADMINS = _r("admin")
+# What a summary or a patient's whole record holds: read of every type in it.
+SUMMARY = READ_EVERY_TYPE
+# Bulk Data: read of the types the kick-off's `_type` names (all when absent), of the type the
+# file is; a job's status names no patient data (and is its starting token's alone).
+EXPORT = Needs(types_named_by="_type")
+EXPORT_FILE = Needs(types_named_by="resource_type")
+# Rules and their scope needs, one row each (`# fmt: off` keeps the rows readable as a table).
+# fmt: off
 RULES: dict[tuple[str, str], Rule] = {
-    ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False),
-    ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient"),
-    ("GET", f"{API}/patients"): Rule(_r("admin", "clinician", "integration"), "read", "patient"),
+    ("GET", f"{API}/instruments"): Rule(ALL, "read", "instrument", audit=False, needs=NO_DATA),
+    ("POST", f"{API}/patients"): Rule(STAFF, "create", "patient", needs=needs("Patient.c")),
+    ("GET", f"{API}/patients"): Rule(
+        _r("admin", "clinician", "integration"), "read", "patient", needs=needs("Patient.s")),
     ("GET", f"{API}/patients/{{patient_id}}"): Rule(
-        _r("admin", "clinician", "integration", "patient"), "read", "patient", "patient"
-    ),
-    ("PATCH", f"{API}/patients/{{patient_id}}"): Rule(STAFF, "update", "patient", "patient"),
-    ("POST", f"{API}/patients/{{patient_id}}/courses"): Rule(STAFF, "create", "course", "patient"),
+        _r("admin", "clinician", "integration", "patient"), "read", "patient", "patient",
+        needs=needs("Patient.r")),
+    ("PATCH", f"{API}/patients/{{patient_id}}"): Rule(
+        STAFF, "update", "patient", "patient", needs=needs("Patient.u")),
+    ("POST", f"{API}/patients/{{patient_id}}/courses"): Rule(
+        STAFF, "create", "course", "patient", needs=needs("CarePlan.c")),
     ("GET", f"{API}/patients/{{patient_id}}/courses"): Rule(
-        _r("admin", "clinician", "patient"), "read", "course", "patient"
-    ),
+        _r("admin", "clinician", "patient"), "read", "course", "patient",
+        needs=needs("CarePlan.s")),
     ("GET", f"{API}/courses/{{course_id}}"): Rule(
-        _r("admin", "clinician", "patient"), "read", "course", "course"
-    ),
-    ("PATCH", f"{API}/courses/{{course_id}}"): Rule(STAFF, "update", "course", "course"),
-    ("POST", f"{API}/courses/{{course_id}}/frequency"): Rule(STAFF, "update", "course", "course"),
+        _r("admin", "clinician", "patient"), "read", "course", "course",
+        needs=needs("CarePlan.r")),
+    ("PATCH", f"{API}/courses/{{course_id}}"): Rule(
+        STAFF, "update", "course", "course", needs=needs("CarePlan.u")),
+    ("POST", f"{API}/courses/{{course_id}}/frequency"): Rule(
+        STAFF, "update", "course", "course", needs=needs("CarePlan.u")),
     ("GET", f"{API}/courses/{{course_id}}/frequency-history"): Rule(
-        _r("admin", "clinician", "patient"), "read", "frequency-history", "course"
-    ),
-    ("POST", f"{API}/courses/{{course_id}}/sessions"): Rule(STAFF, "create", "session", "course"),
+        _r("admin", "clinician", "patient"), "read", "frequency-history", "course",
+        needs=needs("CarePlan.r")),
+    ("POST", f"{API}/courses/{{course_id}}/sessions"): Rule(
+        STAFF, "create", "session", "course", needs=needs("Procedure.c")),
     ("GET", f"{API}/courses/{{course_id}}/sessions"): Rule(
-        _r("admin", "clinician", "patient"), "read", "session", "course"
-    ),
+        _r("admin", "clinician", "patient"), "read", "session", "course",
+        needs=needs("Procedure.s")),
     ("POST", f"{API}/patients/{{patient_id}}/observations"): Rule(
-        _r("admin", "clinician", "patient"), "create", "observation", "patient"
-    ),
+        _r("admin", "clinician", "patient"), "create", "observation", "patient",
+        needs=needs("Observation.c")),
     ("POST", f"{API}/patients/{{patient_id}}/observations/batch"): Rule(
-        _r("admin", "clinician", "patient"), "create", "observation", "patient"
-    ),
+        _r("admin", "clinician", "patient"), "create", "observation", "patient",
+        needs=needs("Observation.c")),
     ("GET", f"{API}/patients/{{patient_id}}/observations"): Rule(
-        _r("admin", "clinician", "patient"), "read", "observation", "patient"
-    ),
+        _r("admin", "clinician", "patient"), "read", "observation", "patient",
+        needs=needs("Observation.s")),
+    # A trend is computed from a patient's observations: a search of them.
     ("GET", f"{API}/patients/{{patient_id}}/trends"): Rule(
-        _r("admin", "clinician", "dashboard", "patient"), "read", "trend", "patient"
-    ),
+        _r("admin", "clinician", "dashboard", "patient"), "read", "trend", "patient",
+        needs=needs("Observation.s")),
     ("GET", f"{API}/courses/{{course_id}}/recommendation"): Rule(
-        _r("admin", "clinician", "patient"), "read", "recommendation", "course"
-    ),
+        _r("admin", "clinician", "patient"), "read", "recommendation", "course",
+        needs=needs("CarePlan.r")),
     ("GET", f"{API}/patients/{{patient_id}}/summary"): Rule(
-        _r("admin", "clinician", "integration", "patient"), "read", "summary", "patient"
-    ),
-    ("GET", f"{API}/cohort/summary"): Rule(_r("admin", "clinician", "dashboard"), "read", "cohort"),
-    ("POST", f"{API}/tokens"): Rule(_r("admin"), "create", "token"),
-    ("GET", f"{API}/tokens"): Rule(_r("admin"), "read", "token"),
-    ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(_r("admin"), "delete", "token"),
-    ("POST", f"{API}/clients"): Rule(_r("admin"), "create", "client"),
-    ("GET", f"{API}/clients"): Rule(_r("admin"), "read", "client"),
-    ("DELETE", f"{API}/clients/{{client_id}}"): Rule(_r("admin"), "delete", "client"),
-    ("GET", f"{API}/audit"): Rule(_r("admin"), "read", "audit"),
+        _r("admin", "clinician", "integration", "patient"), "read", "summary", "patient",
+        needs=SUMMARY),
+    # Courses by status and their observations' improvement, over every patient.
+    ("GET", f"{API}/cohort/summary"): Rule(
+        _r("admin", "clinician", "dashboard"), "read", "cohort",
+        needs=needs("CarePlan.s", "Observation.s")),
+    ("POST", f"{API}/tokens"): Rule(ADMINS, "create", "token", needs=ADMINISTRATION),
+    ("GET", f"{API}/tokens"): Rule(ADMINS, "read", "token", needs=ADMINISTRATION),
+    ("DELETE", f"{API}/tokens/{{token_id}}"): Rule(
+        ADMINS, "delete", "token", needs=ADMINISTRATION),
+    ("POST", f"{API}/clients"): Rule(ADMINS, "create", "client", needs=ADMINISTRATION),
+    ("GET", f"{API}/clients"): Rule(ADMINS, "read", "client", needs=ADMINISTRATION),
+    ("DELETE", f"{API}/clients/{{client_id}}"): Rule(
+        ADMINS, "delete", "client", needs=ADMINISTRATION),
+    ("GET", f"{API}/audit"): Rule(ADMINS, "read", "audit", needs=ADMINISTRATION),
+    # Discovery (SMART App Launch, "Conformance"): open, as FHIR servers serve it.
+    ("GET", f"{FHIR}/metadata"): Rule(
+        ALL, "read", "capability-statement", audit=False, needs=NO_DATA, open=True),
+    ("GET", f"{FHIR}/.well-known/smart-configuration"): Rule(
+        ALL, "read", "smart-configuration", audit=False, needs=NO_DATA, open=True),
+    ("GET", "/.well-known/smart-configuration"): Rule(
+        ALL, "read", "smart-configuration", audit=False, needs=NO_DATA, open=True),
     # FHIR R4 (API.md: integration and admin tokens read FHIR; a patient its own compartment).
     # Searches without `patient` cover every patient, so a patient token must name its own.
-    ("GET", f"{FHIR}/metadata"): Rule(ALL, "read", "capability-statement", audit=False),
-    ("GET", f"{FHIR}/Patient/{{patient_id}}"): Rule(FHIR_READERS, "read", "patient", "patient"),
+    ("GET", f"{FHIR}/Patient/{{patient_id}}"): Rule(
+        FHIR_READERS, "read", "patient", "patient", needs=needs("Patient.r")),
     ("GET", f"{FHIR}/Patient/{{patient_id}}/$everything"): Rule(
-        FHIR_READERS, "export", "patient-record", "patient"
-    ),
-    ("GET", f"{FHIR}/Observation"): Rule(FHIR_READERS, "read", "observation", "patient-query"),
-    ("GET", f"{FHIR}/Procedure"): Rule(FHIR_READERS, "read", "session", "patient-query"),
-    ("GET", f"{FHIR}/CarePlan"): Rule(FHIR_READERS, "read", "course", "patient-query"),
+        FHIR_READERS, "export", "patient-record", "patient", needs=SUMMARY),
+    ("GET", f"{FHIR}/Observation"): Rule(
+        FHIR_READERS, "read", "observation", "patient-query", needs=needs("Observation.s")),
+    ("GET", f"{FHIR}/Procedure"): Rule(
+        FHIR_READERS, "read", "session", "patient-query", needs=needs("Procedure.s")),
+    ("GET", f"{FHIR}/CarePlan"): Rule(
+        FHIR_READERS, "read", "course", "patient-query", needs=needs("CarePlan.s")),
     # Bulk Data export (app/fhir/export.py): every patient's data, so never a patient token.
     # A job is its starting token's (or an admin's) alone: others get a 404 from the handler.
-    ("GET", f"{FHIR}/$export"): Rule(BULK_EXPORTERS, "export", "bulk-export"),
-    ("GET", f"{FHIR}/Patient/$export"): Rule(BULK_EXPORTERS, "export", "bulk-export"),
-    ("GET", f"{FHIR}/$export-status/{{job_id}}"): Rule(BULK_EXPORTERS, "read", "bulk-export"),
-    ("DELETE", f"{FHIR}/$export-status/{{job_id}}"): Rule(BULK_EXPORTERS, "delete", "bulk-export"),
+    ("GET", f"{FHIR}/$export"): Rule(BULK_EXPORTERS, "export", "bulk-export", needs=EXPORT),
+    ("GET", f"{FHIR}/Patient/$export"): Rule(
+        BULK_EXPORTERS, "export", "bulk-export", needs=EXPORT),
+    ("GET", f"{FHIR}/$export-status/{{job_id}}"): Rule(
+        BULK_EXPORTERS, "read", "bulk-export", needs=NO_DATA),
+    ("DELETE", f"{FHIR}/$export-status/{{job_id}}"): Rule(
+        BULK_EXPORTERS, "delete", "bulk-export", needs=NO_DATA),
     ("GET", f"{FHIR}/$export-file/{{job_id}}/{{resource_type}}.ndjson"): Rule(
-        BULK_EXPORTERS, "export", "bulk-export"
-    ),
+        BULK_EXPORTERS, "export", "bulk-export", needs=EXPORT_FILE),
 }
+# fmt: on
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Registered clients (`/api/v1/clients`)."""
+"""Registered clients (`/api/v1/clients`) and the SMART configuration document."""
 
 from __future__ import annotations
 
@@ -139,3 +139,17 @@ class ClientRead(ResponseModel):
             created_at=row.created_at,
             revoked_at=row.revoked_at,
         )
+
+
+class SmartConfiguration(ResponseModel):
+    """`.well-known/smart-configuration` (SMART App Launch 2.x, "Conformance")."""
+
+    token_endpoint: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    token_endpoint_auth_signing_alg_values_supported: list[str]
+    scopes_supported: list[str]
+    capabilities: list[str]
+    code_challenge_methods_supported: list[str] = Field(
+        description="Empty: this server has no authorization endpoint (no App Launch), so no PKCE."
+    )

@@ -25,7 +25,7 @@ from app.auth.state import auth_state
 from app.core.config import Settings
 from app.main import create_app
 from app.oauth.models import ClientAssertion
-from tests.factories import API
+from tests.factories import API, create_course, create_observation, create_patient, create_session
 from tests.oauth.support import (
     JWT_BEARER,
     TOKEN_URL,
@@ -481,7 +481,106 @@ async def test_revoking_a_client_reaches_every_listening_process_at_once(
                 await ehr.aclose()
 
 
-# --- what a client's token may not do --------------------------------------------------------
+# --- scopes bound what a token does -----------------------------------------------------------
+
+
+async def _patient_with_data(client: httpx.AsyncClient) -> tuple[str, str]:
+    patient = await create_patient(client, name="Scoped Patient")
+    course = await create_course(client, patient["id"])
+    await create_session(client, course["id"])
+    await create_observation(client, patient["id"], course_id=course["id"])
+    return patient["id"], course["id"]
+
+
+async def test_a_system_observation_token_reads_observations_and_nothing_else(
+    client: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    make_client: MakeClient,
+    engine: AsyncEngine,
+) -> None:
+    patient_id, _course_id = await _patient_with_data(client)
+    signer = ec_signer()
+    client_id = await register(admin, signer, scope="system/*.rs")
+    token = await get_token(anonymous, client_id, signer, "system/Observation.rs")
+    assert token["scope"] == "system/Observation.rs"
+    ehr = make_client(token["access_token"])
+
+    observations = await ehr.get("/fhir/R4/Observation", params={"patient": patient_id})
+    assert observations.status_code == 200
+    assert observations.json()["total"] == 1
+    export = await ehr.get(
+        "/fhir/R4/$export", params={"_type": "Observation"}, headers={"Prefer": "respond-async"}
+    )
+    assert export.status_code == 202
+    refused = [
+        await ehr.get(f"/fhir/R4/Patient/{patient_id}"),
+        await ehr.get("/fhir/R4/CarePlan", params={"patient": patient_id}),
+        await ehr.get("/fhir/R4/Procedure", params={"patient": patient_id}),
+        await ehr.get(f"/fhir/R4/Patient/{patient_id}/$everything"),
+        await ehr.get("/fhir/R4/$export", headers={"Prefer": "respond-async"}),  # every type
+        await ehr.get(
+            "/fhir/R4/$export",
+            params={"_type": "Observation,Patient"},
+            headers={"Prefer": "respond-async"},
+        ),
+        await ehr.get(f"{API}/patients"),
+        await ehr.get(f"{API}/patients/{patient_id}"),
+        await ehr.get(f"{API}/patients/{patient_id}/summary"),
+    ]
+    for response in refused:
+        assert response.status_code == 403, (response.request.url, response.text)
+    assert "does not grant" in refused[0].json()["issue"][0]["diagnostics"]
+    # a refusal is audited as denied, naming the client
+    row = await _audit(engine, refused[0])
+    assert (row.outcome, row.status, row.client_id) == ("denied", 403, uuid.UUID(client_id))
+
+
+async def test_the_export_files_follow_the_scope_too(
+    client: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    make_client: MakeClient,
+) -> None:
+    await _patient_with_data(client)
+    signer = ec_signer()
+    client_id = await register(admin, signer, scope="system/Observation.rs")
+    ehr = make_client(
+        (await get_token(anonymous, client_id, signer, "system/*.rs"))["access_token"]
+    )
+    kick_off = await ehr.get(
+        "/fhir/R4/$export", params={"_type": "Observation"}, headers={"Prefer": "respond-async"}
+    )
+    status_url = kick_off.headers["content-location"]
+    manifest = (await ehr.get(status_url)).json()
+    [output] = manifest["output"]
+    assert (await ehr.get(output["url"])).status_code == 200
+    job = status_url.rsplit("/", 1)[-1]
+    assert (await ehr.get(f"/fhir/R4/$export-file/{job}/Patient.ndjson")).status_code == 403
+
+
+async def test_a_dashboard_client_reads_trends_and_the_cohort(
+    client: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    make_client: MakeClient,
+) -> None:
+    patient_id, course_id = await _patient_with_data(client)
+    signer = rsa_signer()
+    client_id = await register(admin, signer, role="dashboard", scope="system/*.rs")
+    dashboard = make_client((await get_token(anonymous, client_id, signer))["access_token"])
+    assert (await dashboard.get(f"{API}/patients/{patient_id}/trends")).status_code == 200
+    assert (await dashboard.get(f"{API}/cohort/summary")).status_code == 200
+    # its role bounds it whatever its scope: no FHIR, no patient records
+    assert (await dashboard.get("/fhir/R4/Observation")).status_code == 403
+    assert (await dashboard.get(f"{API}/patients/{patient_id}")).status_code == 403
+    assert (await dashboard.get(f"{API}/courses/{course_id}")).status_code == 403
+    # and its scope bounds it within its role
+    narrow = make_client(
+        (await get_token(anonymous, client_id, signer, "system/Observation.rs"))["access_token"]
+    )
+    assert (await narrow.get(f"{API}/patients/{patient_id}/trends")).status_code == 200
+    assert (await narrow.get(f"{API}/cohort/summary")).status_code == 403  # CarePlan.s too
 
 
 async def test_a_client_token_never_administers(
