@@ -111,6 +111,12 @@ async def test_a_registered_client_gets_a_token_with_a_signed_assertion(
         uuid.UUID(client_id),
         "allowed",
     )
+    # and the trail shows it to admins
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    trail = (await admin.get(f"{API}/audit", params={"limit": 500, "since": since})).json()
+    trail = trail["items"]
+    [listed] = [row for row in trail if row["request_id"] == reading.headers["x-request-id"]]
+    assert (listed["client_id"], listed["device_id"]) == (client_id, None)
 
 
 async def test_the_lifetime_is_a_setting(settings: Settings, issue_token: Issue) -> None:
