@@ -184,6 +184,9 @@ _LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
     ("post", "/api/v1/tokens", "201"): [
         ("delete", "/api/v1/tokens/{token_id}", {"token_id": "$response.body#/id"}),
     ],
+    ("post", "/api/v1/clients", "201"): [
+        ("delete", "/api/v1/clients/{client_id}", {"client_id": "$response.body#/client_id"}),
+    ],
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -190,3 +191,10 @@ async def test_other_invalid_bodies(
     body = client_body(ec_signer()) | {field: value}
     assert_problem(await admin.post(CLIENTS, json=body), 422, loc=["body", field])
     assert await client_count(engine) == 0
+
+
+def test_a_registered_client_links_to_its_revocation(app: FastAPI) -> None:
+    paths = app.openapi()["paths"]
+    links = paths[CLIENTS]["post"]["responses"]["201"]["links"]
+    revoke = paths[f"{CLIENTS}/{{client_id}}"]["delete"]["operationId"]
+    assert links[revoke]["parameters"] == {"client_id": "$response.body#/client_id"}
