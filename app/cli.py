@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+import app.models  # noqa: F401  (every table: api_tokens' foreign keys name oauth_clients and devices)
 from app.auth.models import ROLES
 from app.auth.schemas import TokenCreate
 from app.auth.service import IssuedToken, TokenService

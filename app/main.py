@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import app.models  # noqa: F401  (every table: api_tokens' foreign keys name oauth_clients and devices)
 from app import ops
 from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
