@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import app.models  # noqa: F401  (every table: api_tokens' foreign keys name oauth_clients and devices)
 from app import ops
 from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
@@ -39,6 +40,8 @@ from app.enrolment.router import router as enrolment_router
 from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
+from app.oauth.discovery import router as discovery_router
+from app.oauth.registration import router as clients_router
 from app.oauth.router import install_oauth
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
@@ -190,6 +193,9 @@ _LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
     ],
     ("post", "/api/v1/tokens", "201"): [
         ("delete", "/api/v1/tokens/{token_id}", {"token_id": "$response.body#/id"}),
+    ],
+    ("post", "/api/v1/clients", "201"): [
+        ("delete", "/api/v1/clients/{client_id}", {"client_id": "$response.body#/client_id"}),
     ],
 }
 
@@ -384,6 +390,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(enrolment_router)
     api.include_router(tokens_router)
     api.include_router(me_router)
+    api.include_router(clients_router)
     api.include_router(audit_router)
     api.include_router(webhooks_router)
     app.include_router(api)
@@ -391,6 +398,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(subscriptions_router)  # /fhir/R4 Subscriptions (app/push)
     # /oauth/token: no bearer token; errors as RFC 6749 says. Patient apps' grants too.
     install_oauth(app, ENROLMENT_GRANTS)
+    app.include_router(discovery_router)  # .well-known/smart-configuration: open
     app.include_router(ops.router)
     install_pages(app)  # /dashboard, its assets, /docs and /redoc (not in the schema)
     _document_api(app)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.auth.service import TokenService
 from app.core.config import Settings
-from app.core.db import Base
+from app.core.db import Base, create_sessionmaker
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +150,25 @@ def client_of(app: FastAPI, token: str | None = None, **kwargs: Any) -> httpx.As
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     transport = httpx.ASGITransport(app=app, **kwargs)
     return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+
+
+async def issue_scoped(
+    engine: AsyncEngine,
+    role: str,
+    scope: str,
+    patient_id: str | None = None,
+    lifetime: timedelta = timedelta(minutes=5),
+) -> str:
+    """A token as /oauth/token issues one (bounded by its SMART scopes as well as its role),
+    made directly: tests of what scopes allow need not sign an assertion each time."""
+    async with create_sessionmaker(engine)() as session, session.begin():
+        issued = await TokenService(session).issue_scoped(
+            role=role,
+            scope=scope,
+            lifetime=lifetime,
+            patient_id=uuid.UUID(patient_id) if patient_id else None,
+        )
+    return issued.token
 
 
 async def audit_rows(engine: AsyncEngine, request_id: str) -> int:

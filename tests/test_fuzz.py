@@ -61,6 +61,7 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.courses.schemas import FrequencyChangeCreate
 from app.main import NOT_BLANK, create_app
+from app.oauth import jwks
 from app.observations.errors import InvalidReference
 from app.push.service_rules import HTTP_REFUSED
 from tests.factories import API, create_patient
@@ -180,6 +181,12 @@ BEYOND_A_SCHEMA: frozenset[tuple[str, str, str]] = frozenset(
         # the deployment's settings (OUTCOMES_WEBHOOK_ALLOWED_HOSTS)
         ("body", "url", HTTP_REFUSED),
         ("body", "endpoint", HTTP_REFUSED),
+        # keys: real ones (a point on the curve, an odd exponent less than the modulus, a
+        # modulus without leading zeros), and a kid once in the set (app/oauth/jwks.py)
+        ("body", "y", jwks.NOT_ON_THE_CURVE),
+        ("body", "n", jwks.NOT_AN_RSA_KEY),
+        ("body", "n", jwks.RSA_TOO_SHORT),
+        ("body", "kid", jwks.KID_TAKEN),
     }
 )
 

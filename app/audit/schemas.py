@@ -19,6 +19,7 @@ class AuditEventRead(ResponseModel):
     outcome: Literal["allowed", "denied"]
     status: int
     request_id: str
-    # The registered client or enrolled device the token was issued to, if any.
-    client_id: uuid.UUID | None
-    device_id: uuid.UUID | None
+    # A token issued at /oauth/token: the registered client, or the enrolled device, it was
+    # issued to (None for a token made by an admin).
+    client_id: uuid.UUID | None = None
+    device_id: uuid.UUID | None = None

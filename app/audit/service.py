@@ -126,6 +126,13 @@ def audit_subject(request: Request, *, resource_id: uuid.UUID, patient_id: uuid.
         record.patient_id = patient_id
 
 
+def audit_resource(request: Request, resource_id: uuid.UUID) -> None:
+    """Name what a create made that is not about a patient (a registered client)."""
+    record: AccessRecord | None = getattr(request.state, "access", None)
+    if record is not None:
+        record.resource_id = str(resource_id)
+
+
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # database, so the bound holds across workers and machines. 0 turns it off.
     oauth_failure_limit: int = Field(20, ge=0)
     oauth_failure_window_seconds: int = Field(900, gt=0, le=86_400)
+    # SMART Backend Services (app/oauth/backend_services.py): an access token issued at
+    # /oauth/token lives this long; SMART recommends 300 s and no more (a client asks for a
+    # new one with a new assertion), so an hour is the ceiling.
+    oauth_access_token_seconds: int = Field(300, gt=0, le=3600)
 
     @property
     def async_database_url(self) -> URL:

@@ -451,7 +451,38 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     return params
 
 
-def capability_statement(*, base_url: str, software_version: str, published: date) -> Resource:
+def rest_security(*, token_url: str, cors: bool) -> Resource:
+    """CapabilityStatement.rest.security: SMART on FHIR, its token endpoint, and whether
+    browsers may call the server (CORS, when origins are configured)."""
+    return {
+        "extension": [
+            {"url": t.SMART_OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}
+        ],
+        "cors": cors,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": t.RESTFUL_SECURITY_SERVICE,
+                        "code": "SMART-on-FHIR",
+                        "display": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth 2 bearer tokens: SMART Backend Services (client_credentials "
+                "with a signed JWT) at the token endpoint, or tokens made by an admin.",
+            }
+        ],
+        "description": "Send `Authorization: Bearer <token>` (this statement and "
+        "`.well-known/smart-configuration` are open). Integration and admin tokens read every "
+        "patient; a patient token reads only its own patient's compartment (other patients "
+        "are a 404). A token from the token endpoint is bounded by its SMART scopes as well "
+        "as its role.",
+    }
+
+
+def capability_statement(
+    *, base_url: str, software_version: str, published: date, security: Resource
+) -> Resource:
     resources: list[dict[str, Any]] = [
         {
             "type": "Patient",
@@ -499,11 +530,7 @@ def capability_statement(*, base_url: str, software_version: str, published: dat
                 "documentation": "Searches page with `_count` (default 50, at most 500) and "
                 "follow the `next` link. Unknown parameters are a 400 unless the request "
                 "says `Prefer: handling=lenient`.",
-                "security": {
-                    "description": "Send `Authorization: Bearer <token>`. Integration and "
-                    "admin tokens read every patient; a patient token reads only its own "
-                    "patient's compartment (other patients are a 404).",
-                },
+                "security": security,
                 "resource": resources,
                 "operation": [
                     {

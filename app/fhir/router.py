@@ -25,10 +25,11 @@ from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse, outcome_response
 from app.fhir.search import FHIR_ID, PARAMS, SECTION_NAMES, SearchQuery, declared, parse_search
 from app.fhir.service import EVERYTHING as EVERYTHING_SECTIONS
 from app.fhir.service import FhirService, Links
+from app.oauth.router import token_url
 
 PREFIX = "/fhir/R4"
 # The date the CapabilityStatement last changed: bump it with the statement.
-CAPABILITY_DATE = date(2026, 12, 3)
+CAPABILITY_DATE = date(2026, 12, 11)
 
 _outcome = {
     "description": "OperationOutcome",
@@ -120,15 +121,21 @@ EVERYTHING = ("_since", *_PAGING)
     "/metadata",
     summary="CapabilityStatement",
     responses={200: _resource},
-    openapi_extra=_openapi(["_format"]),
+    # Open (no token), as FHIR servers serve it: SMART clients read the token endpoint here.
+    openapi_extra={**_openapi(["_format"]), "security": []},
 )
 async def capability_statement(request: Request, _query: ReadParams) -> FhirResponse:
     """What this server supports, exactly: reading Patient, `$everything`, and searching
-    Patient, Observation, Procedure and CarePlan with the parameters listed."""
+    Patient, Observation, Procedure and CarePlan with the parameters listed; its `rest.security`
+    names SMART on FHIR and the token endpoint. Open: no token needed."""
+    security = mapping.rest_security(
+        token_url=token_url(request), cors=bool(app_state(request).settings.cors_origins)
+    )
     statement = mapping.capability_statement(
         base_url=str(request.base_url).rstrip("/") + PREFIX,
         software_version=request.app.version,
         published=CAPABILITY_DATE,
+        security=security,
     )
     return FhirResponse(statement)
 

@@ -43,6 +43,10 @@ LOINC: Final = "http://loinc.org"
 UCUM: Final = "http://unitsofmeasure.org"
 OBSERVATION_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
 IDENTIFIER_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
+# CapabilityStatement.rest.security: the service (SMART-on-FHIR) and where its OAuth
+# endpoints are (the SMART extension, read by clients such as fhirclient).
+RESTFUL_SECURITY_SERVICE: Final = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+SMART_OAUTH_URIS: Final = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 # LOINC long common names of the codes the instrument catalogue uses (verified on loinc.org).
 # A catalogue code missing here is still emitted, without a display.

@@ -19,6 +19,7 @@ from app.auth.rules import AccessRecord, Rule
 from app.core.db import SessionDep
 from app.core.errors import register_error_format
 from app.core.state import app_state
+from app.oauth import backend_services
 from app.oauth.errors import NO_STORE, OAuthError, oauth_error_response, report_as_oauth
 from app.oauth.grants import GrantHandler, TokenRequest
 from app.oauth.throttle import FailureThrottle
@@ -27,9 +28,9 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 8192  # a client assertion is a few KB; anything longer is not one
 
-# grant_type -> its handler. Grants of other packages (app/enrolment/grants.py) are added by
-# install_oauth, from app/main.py: app.oauth imports none of them (no import cycle).
-GRANTS: dict[str, GrantHandler] = {}
+GRANTS: dict[str, GrantHandler] = {
+    backend_services.GRANT_TYPE: backend_services.client_credentials,
+}
 TOKEN_RULE = Rule(frozenset(), "create", "token")
 
 router = APIRouter(tags=["oauth"])

@@ -86,6 +86,10 @@ async def refused_patient(engine: AsyncEngine) -> AsyncIterator[uuid.UUID]:
     sqlite = engine.dialect.name == "sqlite"
     async with engine.begin() as conn:
         if sqlite:  # SQLAlchemy stores a UUID as 32 hex digits there
+            # A pooled connection may hold a schema read before another connection dropped
+            # an earlier test's trigger, and SQLite checks DDL against that copy: a read of
+            # the schema renews it first.
+            await conn.execute(text("SELECT count(*) FROM sqlite_master"))
             await conn.execute(
                 text(
                     "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events"

@@ -9,13 +9,20 @@ from the rules, and so checks them against themselves.)
 
 Every role tries every route with a real token: a "no" must be a 403 and a "yes" a success
 (2xx); "own" is a success on the patient the token is bound to (and that patient's courses)
-and a 404 on any other. Each request's audit row, found by its X-Request-ID, must name the
-action, resource type and patient written in AUDIT_TABLE.
+and a 404 on any other; "open" is a success with any token or none (discovery). Each
+request's audit row, found by its X-Request-ID, must name the action, resource type and
+patient written in AUDIT_TABLE.
 
-Every route of the app (under /api and /fhir) must have a row in both tables, and every row
-must be a real route (test_every_route_has_a_row_and_every_row_is_a_route). An issue that adds
-routes (OAuth clients, enrolments, devices, webhooks, FHIR Subscriptions, the dashboard, /me,
-...) adds their rows here, from what its documentation says, in the same change.
+Tokens issued at /oauth/token also carry SMART scopes (docs/security.md, "Scopes"): SCOPE_TABLE
+writes down, from the documents, what each route needs of them. A scoped token holding exactly
+that succeeds, one lacking any part of it gets a 403 (audited as denied), and no scope opens
+the administration routes; a patient app's token (`patient/*.rs patient/Observation.c`) does
+what a patient token does.
+
+Every route of the app (under /api, /fhir and /.well-known) must have a row in every table, and
+every row must be a real route (test_every_route_has_a_row_and_every_row_is_a_route). An issue
+that adds routes (enrolments, devices, webhooks, FHIR Subscriptions, the dashboard, /me, ...)
+adds their rows here, from what its documentation says, in the same change.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from app.core.state import app_state
 from app.outbox.models import OutboxEvent
 from app.push.models import PushDelivery
 from tests.factories import create_course, create_observation, create_patient, create_session
-from tests.support import client_of, empty_tables
+from tests.oauth.support import client_body, ec_signer, register
+from tests.support import client_of, empty_tables, issue_scoped
 
 ROLES = ("admin", "clinician", "patient", "integration", "dashboard")
 
@@ -81,8 +89,13 @@ POST   /api/v1/patients/{patient_id}/enrolments                 x      x      . 
 GET    /api/v1/patients/{patient_id}/devices                    x      x     own     .      .
 DELETE /api/v1/patients/{patient_id}/devices/{device_id}        x      x      .      .      .
 GET    /api/v1/me                                               x      x      x      x      x
-GET    /fhir/R4/metadata                                        x      x      x      x      x
 GET    /fhir/R4/Patient                                         x      .      x      x      .
+POST   /api/v1/clients                                          x      .      .      .      .
+GET    /api/v1/clients                                          x      .      .      .      .
+DELETE /api/v1/clients/{client_id}                              x      .      .      .      .
+GET    /fhir/R4/metadata                                       open   open   open   open   open
+GET    /fhir/R4/.well-known/smart-configuration                open   open   open   open   open
+GET    /.well-known/smart-configuration                        open   open   open   open   open
 GET    /fhir/R4/Patient/{patient_id}                            x      .     own     x      .
 GET    /fhir/R4/Patient/{patient_id}/$everything                x      .     own     x      .
 GET    /fhir/R4/Observation                                     x      .     own     x      .
@@ -140,8 +153,13 @@ POST   /api/v1/patients/{patient_id}/enrolments               create  enrolment 
 GET    /api/v1/patients/{patient_id}/devices                  read    device                path
 DELETE /api/v1/patients/{patient_id}/devices/{device_id}      delete  device                path
 GET    /api/v1/me                                             read    token                 self
-GET    /fhir/R4/metadata                                      -       -                     -
 GET    /fhir/R4/Patient                                       read    patient               -
+POST   /api/v1/clients                                        create  client                -
+GET    /api/v1/clients                                        read    client                -
+DELETE /api/v1/clients/{client_id}                            delete  client                -
+GET    /fhir/R4/metadata                                      -       -                     -
+GET    /fhir/R4/.well-known/smart-configuration               -       -                     -
+GET    /.well-known/smart-configuration                       -       -                     -
 GET    /fhir/R4/Patient/{patient_id}                          read    patient               path
 GET    /fhir/R4/Patient/{patient_id}/$everything              export  patient-record        path
 GET    /fhir/R4/Observation                                   read    observation           query
@@ -159,8 +177,74 @@ GET    /fhir/R4/Subscription/{subscription_id}/$status        read    subscripti
 DELETE /fhir/R4/Subscription/{subscription_id}                delete  subscription          -
 """
 
+# What a token with SMART scopes needs for each route (docs/security.md, "Scopes"): the
+# permissions on each FHIR type, every one of them (`Type.p`; a scope of the token's context
+# grants them: `patient/` for a patient's token, `system/` for a client's); `-` nothing (no
+# patient data, or a Bulk Data job, which is its starting token's alone); `admin` no scope at
+# all (only an admin's token without scopes); `every.r` read of every type the server has
+# (a summary, a patient's record). A Bulk Data kick-off needs read of the types it exports
+# (all four when `_type` names none, as here), a file read of its type.
+SCOPE_TABLE = """
+GET    /api/v1/instruments                                    -
+POST   /api/v1/patients                                       Patient.c
+GET    /api/v1/patients                                       Patient.s
+GET    /api/v1/patients/{patient_id}                          Patient.r
+PATCH  /api/v1/patients/{patient_id}                          Patient.u
+POST   /api/v1/patients/{patient_id}/courses                  CarePlan.c
+GET    /api/v1/patients/{patient_id}/courses                  CarePlan.s
+GET    /api/v1/courses/{course_id}                            CarePlan.r
+PATCH  /api/v1/courses/{course_id}                            CarePlan.u
+POST   /api/v1/courses/{course_id}/frequency                  CarePlan.u
+GET    /api/v1/courses/{course_id}/frequency-history          CarePlan.r
+POST   /api/v1/courses/{course_id}/sessions                   Procedure.c
+GET    /api/v1/courses/{course_id}/sessions                   Procedure.s
+POST   /api/v1/patients/{patient_id}/observations             Observation.c
+POST   /api/v1/patients/{patient_id}/observations/batch       Observation.c
+GET    /api/v1/patients/{patient_id}/observations             Observation.s
+GET    /api/v1/patients/{patient_id}/trends                   Observation.s
+GET    /api/v1/courses/{course_id}/recommendation             CarePlan.r
+GET    /api/v1/cohort/summary                                 CarePlan.s,Observation.s
+POST   /api/v1/tokens                                         admin
+DELETE /api/v1/tokens/{token_id}                              admin
+GET    /api/v1/audit                                          admin
+GET    /api/v1/tokens                                         admin
+GET    /api/v1/patients/{patient_id}/summary                  every.r
+POST   /api/v1/clients                                        admin
+GET    /api/v1/clients                                        admin
+DELETE /api/v1/clients/{client_id}                            admin
+POST   /api/v1/webhooks                                       admin
+GET    /api/v1/webhooks                                       admin
+GET    /api/v1/webhooks/{webhook_id}/deliveries               admin
+POST   /api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/resend  admin
+DELETE /api/v1/webhooks/{webhook_id}                          admin
+POST   /api/v1/patients/{patient_id}/enrolments               admin
+GET    /api/v1/patients/{patient_id}/devices                  Patient.r
+DELETE /api/v1/patients/{patient_id}/devices/{device_id}      admin
+GET    /api/v1/me                                             -
+GET    /fhir/R4/metadata                                      -
+GET    /fhir/R4/.well-known/smart-configuration               -
+GET    /.well-known/smart-configuration                       -
+GET    /fhir/R4/Patient                                       Patient.s
+GET    /fhir/R4/Patient/{patient_id}                          Patient.r
+GET    /fhir/R4/Patient/{patient_id}/$everything              every.r
+GET    /fhir/R4/Observation                                   Observation.s
+GET    /fhir/R4/Procedure                                     Procedure.s
+GET    /fhir/R4/CarePlan                                      CarePlan.s
+GET    /fhir/R4/$export                                       every.r
+GET    /fhir/R4/Patient/$export                               every.r
+GET    /fhir/R4/$export-status/{job_id}                       -
+DELETE /fhir/R4/$export-status/{job_id}                       -
+GET    /fhir/R4/$export-file/{job_id}/{resource_type}.ndjson  Observation.r
+GET    /fhir/R4/SubscriptionTopic                             -
+POST   /fhir/R4/Subscription                                  CarePlan.r
+GET    /fhir/R4/Subscription/{subscription_id}                CarePlan.r
+GET    /fhir/R4/Subscription/{subscription_id}/$status        CarePlan.r
+DELETE /fhir/R4/Subscription/{subscription_id}                CarePlan.r
+"""
+PATIENT_APP_SCOPE = "patient/*.rs patient/Observation.c"  # what an enrolled app's token holds
+
 Route = tuple[str, str]  # (method, path template)
-Mark = Literal["x", ".", "own"]
+Mark = Literal["x", ".", "own", "open"]
 Subject = Literal["path", "course", "query", "new", "self", "-"]
 Target = Literal["own", "other", "none"]  # whose data the request names (`none`: no patient)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -203,15 +287,29 @@ def _audit() -> dict[Route, Audited | None]:
     return audit
 
 
+def _scopes() -> dict[Route, list[str] | None]:
+    """Each route's needed permissions (`Type.p`), or None for `admin` (no scope grants it)."""
+    every = [f"{t}.r" for t in ("Patient", "CarePlan", "Procedure", "Observation")]
+    needs: dict[Route, list[str] | None] = {}
+    for route, (cell,) in _rows(SCOPE_TABLE, 1).items():
+        if cell == "admin":
+            needs[route] = None
+        else:
+            parts = [] if cell == "-" else cell.split(",")
+            needs[route] = [n for part in parts for n in (every if part == "every.r" else [part])]
+    return needs
+
+
 CONTRACT = _contract()
 AUDIT = _audit()
+SCOPES = _scopes()
 
 
 def test_every_route_has_a_row_and_every_row_is_a_route(app: FastAPI) -> None:
     routes = {
         (method.upper(), path)
         for path, operations in app.openapi()["paths"].items()
-        if path.startswith(("/api/", "/fhir/"))
+        if path.startswith(("/api/", "/fhir/", "/.well-known/"))
         for method in operations
         if method in HTTP_METHODS
     }
@@ -221,6 +319,7 @@ def test_every_route_has_a_row_and_every_row_is_a_route(app: FastAPI) -> None:
     stale = sorted(CONTRACT.keys() - routes)
     assert not stale, f"rows for routes that do not exist: {stale}"
     assert AUDIT.keys() == CONTRACT.keys(), "CONTRACT_TABLE and AUDIT_TABLE name other routes"
+    assert SCOPES.keys() == CONTRACT.keys(), "CONTRACT_TABLE and SCOPE_TABLE name other routes"
 
 
 # --- one set of patients, courses, tokens and export jobs for the module -------------------
@@ -228,6 +327,7 @@ def test_every_route_has_a_row_and_every_row_is_a_route(app: FastAPI) -> None:
 
 @dataclass
 class World:
+    app: FastAPI
     engine: AsyncEngine
     clients: dict[str, httpx.AsyncClient]  # one per role; the patient's is bound to `own`
     patients: dict[str, str]  # own, other
@@ -236,22 +336,24 @@ class World:
     device_id: str  # an enrolled device of `own` (revoking it again is a 204 too)
     read_job: str  # an export job of the integration token's: it and admins may read it
     cancel_jobs: dict[str, str]  # role → a job it may cancel (admin's, integration's own)
+    client_id: str  # a registered client for DELETE /clients/{id} (again: a 204 too)
     serial: itertools.count[int]  # makes each recorded time different
     webhook_id: str  # a webhook with one delivery (deleted last: its row comes last)
     delivery_id: str
     subscriptions: dict[str, str]  # role → a FHIR Subscription of its own (admin, integration)
 
-    def call(self, route: Route, role: str, target: Target) -> Call:
+    def call(self, route: Route, role: str, target: Target, job: str | None = None) -> Call:
         method, template = route
         whose = "other" if target == "other" else "own"
         patient, course = self.patients[whose], self.courses[whose]
-        job = self.cancel_jobs.get(role, self.read_job) if method == "DELETE" else self.read_job
+        if job is None:
+            job = self.cancel_jobs.get(role, self.read_job) if method == "DELETE" else self.read_job
         url = template.format(
             patient_id=patient, course_id=course, token_id=self.token_id, job_id=job,
             resource_type="Observation", webhook_id=self.webhook_id,
             delivery_id=self.delivery_id,
             subscription_id=self.subscriptions.get(role, self.subscriptions["integration"]),
-            device_id=self.device_id,
+            device_id=self.device_id, client_id=self.client_id,
         )  # fmt: skip
         audited = AUDIT[route]
         params, headers = {}, {}
@@ -303,6 +405,7 @@ def _body(route: Route, serial: int) -> dict[str, Any] | None:
         },
         ("POST", "/fhir/R4/Subscription"): _SUBSCRIPTION,
         ("POST", "/api/v1/patients/{patient_id}/enrolments"): {"expires_in_hours": 1},
+        ("POST", "/api/v1/clients"): client_body(ec_signer(), name=f"Client {serial}"),
     }  # fmt: skip
     return bodies.get(route)
 
@@ -350,11 +453,12 @@ async def world(app: FastAPI) -> AsyncIterator[World]:
         assert made.status_code == 201, made.text
         subscriptions[role] = made.json()["id"]
     device_id = await enrolled_device(app, clients["clinician"], patients["own"])
+    client_id = await register(clients["admin"], ec_signer(), name="Contract EHR")
     yield World(
-        engine=engine, clients=clients, patients=patients, courses=courses, token_id=token_id,
-        device_id=device_id, read_job=read_job, cancel_jobs=cancel_jobs,
-        serial=itertools.count(), webhook_id=webhook_id, delivery_id=delivery_id,
-        subscriptions=subscriptions,
+        app=app, engine=engine, clients=clients, patients=patients, courses=courses,
+        token_id=token_id, device_id=device_id, read_job=read_job, cancel_jobs=cancel_jobs,
+        client_id=client_id, serial=itertools.count(), webhook_id=webhook_id,
+        delivery_id=delivery_id, subscriptions=subscriptions,
     )  # fmt: skip
     for client in clients.values():
         await client.aclose()
@@ -465,7 +569,7 @@ CELLS = [(route, role) for route in CONTRACT for role in ROLES]
 @pytest.mark.parametrize(("route", "role"), CELLS, ids=[_cell_id(*cell) for cell in CELLS])
 async def test_each_role_on_each_route(world: World, route: Route, role: str) -> None:
     """A "no" is a 403; a "yes" (and "own", on the token's own patient) succeeds."""
-    allowed = CONTRACT[route][role] != "."
+    allowed = CONTRACT[route][role] != "."  # x, own, open
     call = world.call(route, role, "own")
     response = await send(world, role, call)
     if allowed:
@@ -510,6 +614,127 @@ async def test_a_search_naming_no_patient(world: World, route: Route, role: str)
     mark = CONTRACT[route][role]
     call = world.call(route, role, "none")
     response = await send(world, role, call)
-    expected = {"x": 200, ".": 403, "own": 404}[mark]
+    expected = {"x": 200, ".": 403, "own": 404, "open": 200}[mark]
     assert response.status_code == expected, (role, route, response.text[:300])
     await assert_audited(world, route, role, call, response, allowed=mark == "x")
+
+
+# --- SMART scopes ------------------------------------------------------------------------------
+
+OPEN = [route for route in CONTRACT if set(CONTRACT[route].values()) == {"open"}]
+SCOPED = [route for route in CONTRACT if route not in OPEN and SCOPES[route] is not None]
+ADMINISTRATION = [route for route in CONTRACT if SCOPES[route] is None]
+# The role a scoped token of each route has: the first that may use the route (a client's
+# roles first). Bulk Data jobs are their starting token's: an admin's token reads any.
+SCOPED_ROLES = ("integration", "dashboard", "patient", "clinician", "admin")
+
+
+def _scoped_role(route: Route) -> str:
+    if "{job_id}" in route[1]:
+        return "admin"
+    return next(role for role in SCOPED_ROLES if CONTRACT[route][role] in ("x", "own"))
+
+
+def _scope_of(role: str, needed: list[str]) -> str:
+    """A scope granting exactly ``needed`` (`Type.p` each) to a token of ``role``; with nothing
+    needed, one granting something no route here needs."""
+    context = "patient" if role == "patient" else "system"
+    return " ".join(f"{context}/{need}" for need in needed) or f"{context}/Procedure.d"
+
+
+async def _send_scoped(
+    world: World, route: Route, role: str, scope: str
+) -> tuple[Call, httpx.Response]:
+    token = await issue_scoped(
+        world.engine, role, scope, world.patients["own"] if role == "patient" else None
+    )
+    job = None
+    if "{job_id}" in route[1]:  # a job of its own to read, download or cancel
+        job = await _export_job(world.clients["admin"])
+    call = world.call(route, role, "own", job=job)
+    async with client_of(world.app, token) as scoped:
+        response = await scoped.request(
+            call.method, call.url, params=call.params, headers=call.headers, json=call.body
+        )
+    return call, response
+
+
+async def _export_job(admin: httpx.AsyncClient) -> str:
+    response = await admin.get(
+        "/fhir/R4/$export", params={"_type": "Observation"}, headers={"Prefer": "respond-async"}
+    )
+    assert response.status_code == 202, response.text
+    return response.headers["content-location"].rsplit("/", 1)[-1]
+
+
+def _route_id(route: Route) -> str:
+    return f"{route[0]} {route[1]}"
+
+
+@pytest.mark.parametrize("route", SCOPED, ids=[_route_id(r) for r in SCOPED])
+async def test_a_scoped_token_holding_what_a_route_needs(world: World, route: Route) -> None:
+    role = _scoped_role(route)
+    needed = SCOPES[route]
+    assert needed is not None
+    call, response = await _send_scoped(world, route, role, _scope_of(role, needed))
+    assert 200 <= response.status_code < 300, (role, route, response.text[:300])
+    await assert_audited(world, route, role, call, response, allowed=True)
+
+
+NEEDS_EACH = [
+    (route, need) for route in SCOPED for need in (SCOPES[route] or [])
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("route", "need"), NEEDS_EACH, ids=[f"{_route_id(r)} without {n}" for r, n in NEEDS_EACH]
+)
+async def test_a_scoped_token_lacking_any_part_of_it_is_a_403(
+    world: World, route: Route, need: str
+) -> None:
+    role = _scoped_role(route)
+    needed = SCOPES[route]
+    assert needed is not None
+    # what the route needs but this one, and everything else of every other type
+    others = [n for n in needed if n != need]
+    resource_type, permission = need.split(".")
+    rest = "".join(p for p in "cruds" if p != permission)
+    scope = _scope_of(role, [*others, f"{resource_type}.{rest}"])
+    call, response = await _send_scoped(world, route, role, scope)
+    assert response.status_code == 403, (role, route, response.text[:300])
+    await assert_audited(world, route, role, call, response, allowed=False)
+
+
+@pytest.mark.parametrize("route", ADMINISTRATION, ids=[_route_id(r) for r in ADMINISTRATION])
+async def test_no_scope_opens_the_administration(world: World, route: Route) -> None:
+    """Even an admin-role token with every scope: administration takes an admin's own token."""
+    call, response = await _send_scoped(world, route, "admin", "system/*.* user/*.*")
+    assert response.status_code == 403, (route, response.text[:300])
+    await assert_audited(world, route, "admin", call, response, allowed=False)
+
+
+PATIENT_ROUTES = [route for route in CONTRACT if route not in OPEN]
+
+
+@pytest.mark.parametrize("route", PATIENT_ROUTES, ids=[_route_id(r) for r in PATIENT_ROUTES])
+async def test_a_patient_app_token_does_what_a_patient_token_does(
+    world: World, route: Route
+) -> None:
+    """An enrolled app's token (role patient, `patient/*.rs patient/Observation.c`): where a
+    patient token may go it may too, on its own patient; elsewhere a 403, as for the token."""
+    call, response = await _send_scoped(world, route, "patient", PATIENT_APP_SCOPE)
+    allowed = CONTRACT[route]["patient"] != "."
+    if allowed:
+        assert 200 <= response.status_code < 300, (route, response.text[:300])
+    else:
+        assert response.status_code == 403, (route, response.text[:300])
+    await assert_audited(world, route, "patient", call, response, allowed)
+
+
+@pytest.mark.parametrize("route", OPEN, ids=[_route_id(r) for r in OPEN])
+async def test_open_routes_need_no_token(world: World, route: Route) -> None:
+    call = world.call(route, "admin", "none")
+    async with client_of(world.app) as anonymous:
+        response = await anonymous.get(call.url)
+    assert response.status_code == 200, response.text
+    assert AUDIT[route] is None

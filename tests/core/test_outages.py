@@ -38,7 +38,7 @@ REQUESTS: list[tuple[str, str, str | None, dict[str, str], Any]] = [
     ("POST", f"{API}/patients", "some-token", {}, {"name": "Ada"}),
     ("POST", f"{API}/patients", "some-token", {"Idempotency-Key": "k-1"}, {"name": "Ada"}),
     ("GET", f"/fhir/R4/Patient/{PATIENT}", "some-token", {}, None),
-    ("GET", "/fhir/R4/metadata", "some-token", {}, None),  # not audited, still looked up
+    ("GET", "/fhir/R4/Observation", "some-token", {}, None),  # a search: the token look-up
 ]
 
 
@@ -79,6 +79,11 @@ async def test_postgresql_refusing_connections_is_a_503_on_every_route(
             assert (await c.get("/healthz")).status_code == 200  # liveness needs no database
             # Nothing to look up and nothing to audit: the 401 needs no database.
             assert (await c.get(f"{API}/instruments")).status_code == 401
+            # Discovery is open and holds no data: served without the database, a token sent
+            # to it not even looked up.
+            for path in ("/fhir/R4/metadata", "/.well-known/smart-configuration"):
+                response = await c.get(path, headers={"Authorization": "Bearer some-token"})
+                assert response.status_code == 200, path
 
 
 CONNECT_TIMEOUT_SECONDS = 0.5

@@ -370,11 +370,13 @@ async def test_capability_statement_lists_exactly_what_is_served(
             else:
                 advertised.add(f"/fhir/R4/{resource['type']}/{{patient_id}}/${operation['name']}")
     advertised |= {f"/fhir/R4/${operation['name']}" for operation in rest.get("operation", [])}
-    # Bulk Data status and file URLs are handed out by the kick-off and the manifest.
+    # Bulk Data status and file URLs are handed out by the kick-off and the manifest; the
+    # SMART configuration is discovery, like the statement itself.
+    discovery = ("/fhir/R4/metadata", "/fhir/R4/.well-known/")
     served = {
         p
         for p in app.openapi()["paths"]
-        if p.startswith("/fhir/") and not p.startswith(("/fhir/R4/$export-", "/fhir/R4/metadata"))
+        if p.startswith("/fhir/") and not p.startswith(("/fhir/R4/$export-", *discovery))
     }
     assert advertised == served
     params = {
