@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast, get_args
 
@@ -653,6 +653,13 @@ async def _send_scoped(
         job = await _export_job(world.clients["admin"])
     call = world.call(route, role, "own", job=job)
     async with client_of(world.app, token) as scoped:
+        if "{subscription_id}" in route[1]:
+            # A Subscription is its token's alone: one of its own, when its scope may make one
+            # (when not, the scope's 403 comes before the 404 of another token's).
+            made = await scoped.post("/fhir/R4/Subscription", json=_SUBSCRIPTION)
+            if made.status_code == 201:
+                theirs = world.subscriptions.get(role, world.subscriptions["integration"])
+                call = replace(call, url=call.url.replace(theirs, made.json()["id"]))
         response = await scoped.request(
             call.method, call.url, params=call.params, headers=call.headers, json=call.body
         )
