@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+import app.models  # noqa: F401 (every mapper: a flush sorts tables by foreign keys to all of them)
 from app.auth.models import ROLES
 from app.auth.schemas import TokenCreate
 from app.auth.service import IssuedToken, TokenService
