@@ -104,10 +104,10 @@ class Dispatcher:
         claimed: list[Claimed] = []
         free = self.settings.push_concurrency - len(self.tasks)
         if free > 0:
-            per_sub = self.settings.push_per_subscription
-            busy = {sid for sid, n in self.in_flight.items() if n >= per_sub}
             async with self.sessionmaker() as session, session.begin():
-                claimed = await PushRepository(session).claim(now, self.lease, free, busy)
+                claimed = await PushRepository(session).claim(
+                    now, self.lease, free, self.settings.push_per_subscription, self.in_flight
+                )
             for delivery in claimed:
                 self._spawn(delivery)
         await self._housekeeping(now)
