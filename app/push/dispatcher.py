@@ -8,7 +8,7 @@ Each round, in short transactions of their own:
    one, leased (due again when the lease ends, so a process killed mid-attempt loses
    nothing: the next claim sends it again, with the same ``webhook-id``);
 3. attempts, concurrently (at most ``push_concurrency`` per process and
-   ``push_per_subscription`` per subscription, each bounded by ``push_timeout_seconds``): a
+   ``push_per_subscription`` per subscription, each ended after ``push_timeout_seconds``): a
    2xx is delivered; anything else (a 3xx too: redirects are not followed, a timeout, a
    refused connection) is retried after an exponential backoff with jitter, until the
    retry window ends: then `failed`;
@@ -147,12 +147,15 @@ class Dispatcher:
         status: int | None = None
         error = ""
         try:
-            url, body, headers = await self._request(delivery)
-            response = await self.client.post(url, content=body, headers=headers)
+            # The whole attempt, not each read or write (httpx's timeout): a receiver that
+            # trickles its answer must not outlive the lease, which assumes this bound.
+            async with asyncio.timeout(self.settings.push_timeout_seconds):
+                url, body, headers = await self._request(delivery)
+                response = await self.client.post(url, content=body, headers=headers)
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}" + (" (redirects are not followed)" if status < 400 else "")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             error = "timeout"
         except httpx.HTTPError as exc:
             error = f"connection failed: {type(exc).__name__}"
