@@ -1,18 +1,20 @@
 """The dispatcher: runs in every process of the service, delivering the outbox at least once.
 
-Each round, in short transactions of their own:
-1. fan-out: events not yet fanned out become one delivery per subscription that wants them
-   (one process at a time: an advisory lock on PostgreSQL, the write lock on SQLite);
-2. claim: due deliveries, each the first pending one of its stream (a course's events, in
-   order) for its subscription, ``FOR UPDATE SKIP LOCKED`` so processes never claim the same
-   one, leased (due again when the lease ends, so a process killed mid-attempt loses
-   nothing: the next claim sends it again, with the same ``webhook-id``);
+Each round, in short transactions of their own (a round runs once a poll, and whenever an
+attempt ends: its stream's next event may go):
+1. once a poll (or at once while a batch is full), fan-out: events not yet fanned out become
+   one delivery per subscription that wants them (one process at a time: an advisory lock on
+   PostgreSQL, the write lock on SQLite);
+2. every round, claim: due deliveries, each the first pending one of its stream (a course's
+   events, in order) for its subscription, ``FOR UPDATE SKIP LOCKED`` so processes never
+   claim the same one, leased (due again when the lease ends, so a process killed
+   mid-attempt loses nothing: the next claim sends it again, with the same ``webhook-id``);
 3. attempts, concurrently (at most ``push_concurrency`` per process and
    ``push_per_subscription`` per subscription, each ended after ``push_timeout_seconds``): a
    2xx is delivered; anything else (a 3xx too: redirects are not followed, a timeout, a
    refused connection) is retried after an exponential backoff with jitter, until the
    retry window ends: then `failed`;
-4. now and then: FHIR heartbeats, and the purge of delivered events.
+4. once a poll: FHIR heartbeats, and now and then the purge of delivered events.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Dispatcher:
         )
         self._runner: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self._last_poll = -float("inf")  # time.monotonic() of the last fan-out
+        self._more_to_fan_out = False
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -82,8 +86,10 @@ class Dispatcher:
         await self.client.aclose()
 
     async def _run(self) -> None:
-        poll = self.settings.push_poll_seconds
         while True:
+            # Cleared before the round, not after: an attempt that ends during the round (its
+            # stream's next event may go now) wakes the next one at once.
+            self.wake.clear()
             busy = False
             try:
                 busy = await self.step()
@@ -92,15 +98,24 @@ class Dispatcher:
             except Exception as exc:  # the database is down, say: try again later
                 logger.warning("push dispatcher round failed: %s", type(exc).__name__)
             if not busy:
-                self.wake.clear()
+                until_poll = self._last_poll + self.settings.push_poll_seconds - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), poll)
+                    await asyncio.wait_for(self.wake.wait(), max(0.0, until_poll))
 
     async def step(self) -> bool:
-        """One round; whether there may be more to do at once."""
+        """One round; whether there may be more to do at once. New events are fanned out, and
+        heartbeats and the purge looked at, once a poll (or at once while a fan-out finds a
+        full batch); due deliveries are claimed every round, so a round woken by a finished
+        attempt costs one transaction."""
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            fanned = await PushRepository(session).fan_out(now, self.window, FAN_OUT_BATCH)
+        polled = self._more_to_fan_out or (
+            time.monotonic() - self._last_poll >= self.settings.push_poll_seconds
+        )
+        if polled:
+            self._last_poll = time.monotonic()
+            async with self.sessionmaker() as session, session.begin():
+                fanned = await PushRepository(session).fan_out(now, self.window, FAN_OUT_BATCH)
+            self._more_to_fan_out = fanned == FAN_OUT_BATCH
         claimed: list[Claimed] = []
         free = self.settings.push_concurrency - len(self.tasks)
         if free > 0:
@@ -110,8 +125,9 @@ class Dispatcher:
                 )
             for delivery in claimed:
                 self._spawn(delivery)
-        await self._housekeeping(now)
-        return fanned == FAN_OUT_BATCH or (free > 0 and len(claimed) == free)
+        if polled:
+            await self._housekeeping(now)
+        return self._more_to_fan_out or (free > 0 and len(claimed) == free)
 
     def _spawn(self, delivery: Claimed) -> None:
         sub_id = delivery.subscription.id

@@ -1,6 +1,6 @@
 """The dispatcher's own promises (docs/push.md "Delivery"), each against a real receiver on a
-loopback port: the limit per subscription, and an attempt's whole duration bounded by the
-push timeout."""
+loopback port: the limit per subscription, an attempt's whole duration bounded by the push
+timeout, and a finished attempt that lets its stream's next event go at once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -130,3 +131,24 @@ async def test_an_attempt_ends_at_the_push_timeout_even_when_bytes_keep_coming(
     assert second.at - first.at < 3.0  # not after the 6 s of trickle
     assert delivery["status"] == "delivered"
     assert delivery["attempts"] == 2
+
+
+@pytest.mark.parametrize("run", range(3))
+async def test_a_finished_attempt_lets_the_streams_next_event_go_without_waiting_a_poll(
+    settings: Settings, engine: AsyncEngine, issue_token: Issue, run: int
+) -> None:
+    """Five changes of one course go one after the other; with a 30 s poll, each must still
+    leave as soon as the one before is delivered (the wake-up is never lost)."""
+    del run
+    async with (
+        receiving(always(200)) as receiver,
+        running(settings, **(FAST | {"push_dispatch": False})) as app,
+        client_of(app, await issue_token("admin")) as admin,
+        client_of(app, await issue_token("clinician")) as clinician,
+    ):
+        await webhook(admin, receiver.url)
+        course = await create_course(clinician)
+        for per_week in (2, 3, 4, 5, 6):
+            await change(clinician, course["id"], per_week)
+        async with running(settings, **(FAST | {"push_poll_seconds": 30.0})):
+            await receiver.wait_for(lambda r: len(r.accepted()) == 5, within_s=10)
