@@ -14,7 +14,8 @@ attempt ends: its stream's next event may go):
    2xx is delivered; anything else (a 3xx too: redirects are not followed, a timeout, a
    refused connection) is retried after an exponential backoff with jitter, until the
    retry window ends: then `failed`;
-4. once a poll: FHIR heartbeats, and now and then the purge of delivered events.
+4. once a poll: FHIR heartbeats (each sent on its own), and now and then the purge of
+   delivered events.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.push import fhir, signing
+from app.push.models import PushSubscription
 from app.push.repository import Claimed, PushRepository
 
 logger = logging.getLogger("app.push")
@@ -57,7 +59,8 @@ class Dispatcher:
         self.lease = timedelta(seconds=2 * settings.push_timeout_seconds + 5)
         self.window = timedelta(hours=settings.push_retry_window_hours)
         self.in_flight: Counter[uuid.UUID] = Counter()  # subscription id → attempts running
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # attempts
+        self.beats: set[asyncio.Task[None]] = set()  # heartbeats
         self.wake = asyncio.Event()
         self.client = httpx.AsyncClient(
             follow_redirects=False,
@@ -80,9 +83,10 @@ class Dispatcher:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        for task in list(self.tasks):
+        running = [*self.tasks, *self.beats]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         await self.client.aclose()
 
     async def _run(self) -> None:
@@ -147,15 +151,21 @@ class Dispatcher:
     async def _housekeeping(self, now: datetime) -> None:
         async with self.sessionmaker() as session, session.begin():
             beats = await PushRepository(session).due_heartbeats(now)
-        for sub in beats:
-            body = fhir.heartbeat(sub, now)
-            with contextlib.suppress(httpx.HTTPError):
-                await self.client.post(sub.url, content=body, headers=fhir.request_headers(sub))
+        for sub in beats:  # each on its own: a slow endpoint holds up no round
+            task = asyncio.create_task(self._heartbeat(sub, now))
+            self.beats.add(task)
+            task.add_done_callback(self.beats.discard)
         if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
             self._last_purge = time.monotonic()
             before = now - timedelta(hours=self.settings.push_retention_hours)
             async with self.sessionmaker() as session, session.begin():
                 await PushRepository(session).purge(before)
+
+    async def _heartbeat(self, sub: PushSubscription, now: datetime) -> None:
+        body = fhir.heartbeat(sub, now)
+        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+            async with asyncio.timeout(self.settings.push_timeout_seconds):
+                await self.client.post(sub.url, content=body, headers=fhir.request_headers(sub))
 
     # --- one attempt --------------------------------------------------------------------------
 

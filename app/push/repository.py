@@ -265,7 +265,8 @@ class PushRepository:
 
     async def due_heartbeats(self, now: datetime) -> list[PushSubscription]:
         """FHIR subscriptions whose heartbeat is due, each taken by one process only (a
-        compare-and-set on its last send)."""
+        compare-and-set on its last send). Not those whose token is revoked or expired: they
+        hear nothing more, not even that the server is alive."""
         subs = (
             await self.session.scalars(
                 select(PushSubscription).where(
@@ -273,8 +274,11 @@ class PushRepository:
                 )
             )
         ).all()
+        live = await self._live_tokens([s.token_id for s in subs if s.token_id])
         taken = []
         for sub in subs:
+            if sub.token_id not in live:
+                continue
             assert sub.heartbeat_seconds is not None
             last = sub.last_sent_at or sub.created_at
             if now - last < timedelta(seconds=sub.heartbeat_seconds):
