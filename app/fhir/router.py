@@ -105,8 +105,9 @@ EVERYTHING = ("_since", *_PAGING)
     openapi_extra=_openapi(["_format"]),
 )
 async def capability_statement(request: Request, _query: ReadParams) -> FhirResponse:
-    """What this server supports, exactly: reading Patient, `$everything`, and searching
-    Observation, Procedure and CarePlan with the parameters listed."""
+    """What this server supports, exactly: reading Patient, `$everything`, searching
+    Observation, Procedure and CarePlan with the parameters listed, and topic-based
+    Subscriptions."""
     statement = mapping.capability_statement(
         base_url=str(request.base_url).rstrip("/") + PREFIX,
         software_version=request.app.version,

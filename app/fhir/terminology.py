@@ -23,6 +23,8 @@ CONTEXT_SYSTEM: Final = f"{CODE_SYSTEM_BASE}/observation-context"
 PHASE_SYSTEM: Final = f"{CODE_SYSTEM_BASE}/course-phase"
 # Patient.identifier for the clinic's own identifier (`external_id`, the MRN).
 PATIENT_IDENTIFIER_SYSTEM: Final = f"{SERVICE_BASE}/NamingSystem/patient-external-id"
+# The one subscription topic (app/push/fhir.py): a course's (CarePlan's) frequency changed.
+SUBSCRIPTION_TOPIC_URL: Final = f"{SERVICE_BASE}/SubscriptionTopic/careplan-frequency"
 
 # Extensions (each carries one value of the business record that FHIR R4 has no element for).
 EXT_OBSERVATION_CONTEXT: Final = f"{EXTENSION_BASE}/observation-context"  # valueCode
