@@ -16,6 +16,19 @@ from pathlib import Path
 
 import httpx
 
+import app
+
+# The server runs the code its caller imported (a git worktree's, say), whatever the directory
+# it is started from or the package the interpreter has installed.
+SOURCE_ROOT = str(Path(app.__file__).resolve().parents[1])
+
+
+def source_env(environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` with SOURCE_ROOT first on PYTHONPATH."""
+    paths = [SOURCE_ROOT, *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
+    return environment | {"PYTHONPATH": os.pathsep.join(paths)}
+
+
 # What every benchmark server runs with, whatever the caller's environment says: no rate
 # limit (a colleague's OUTCOMES_RATE_LIMIT_PER_MINUTE would turn the figures into 429s),
 # warnings only in the log.
@@ -98,6 +111,7 @@ def serve(
     same way (same loop, HTTP parser and workers)."""
     port = free_port()
     environment = os.environ | BENCH_ENV | {"OUTCOMES_DATABASE_URL": database_url} | (env or {})
+    environment = source_env(environment)
     if app is None:
         args = ["app.cli", "serve", "--port", str(port), "--workers", str(workers)]
         args.append("--migrate" if migrate else "--no-migrate")

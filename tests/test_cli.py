@@ -377,6 +377,17 @@ def test_every_command_on_a_newer_schema_says_so_in_one_line(
     assert revisions(scratch_url) == {FUTURE_REVISION}  # nothing was changed
 
 
+def test_tokens_create_in_a_process_of_its_own_issues_a_token(scratch_url: str) -> None:
+    """As an operator (and the fault suite) runs it: only what the command imports is mapped,
+    so every model a flush may meet must be (api_tokens.client_id names oauth_clients)."""
+    migrate(scratch_url, "head")
+
+    result = run_outcomes(scratch_url, "tokens", "create", "--role", "admin")
+
+    assert result.returncode == 0, result.stderr
+    assert TOKEN_LINE.match(result.stdout.splitlines()[-1]), result.stdout
+
+
 @pytest.mark.postgres_only
 def test_tokens_create_on_an_unmigrated_postgresql_says_migrate_in_one_line(
     scratch_url: str,

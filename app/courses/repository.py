@@ -16,6 +16,14 @@ class CourseRepository:
     async def get(self, course_id: uuid.UUID) -> Course | None:
         return await self.session.get(Course, course_id)
 
+    async def get_for_update(self, course_id: uuid.UUID) -> Course | None:
+        """The course, its row locked until the transaction ends (PostgreSQL; SQLite has one
+        writer at a time anyway), read afresh: changes made under the lock follow each other
+        in the order they take it."""
+        return await self.session.get(
+            Course, course_id, with_for_update=True, populate_existing=True
+        )
+
     async def page_for_patient(
         self, patient_id: uuid.UUID, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Course], str | None]:

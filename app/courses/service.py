@@ -64,7 +64,9 @@ class CourseService:
         return course
 
     async def update(self, course_id: uuid.UUID, data: CourseUpdate) -> Course:
-        course = await self.get(course_id)
+        course = await self.repo.get_for_update(course_id)  # (as change_frequency)
+        if course is None:
+            raise CourseNotFound(course_id)
         changes = data.model_dump(exclude_unset=True)
         new_status = changes.get("status")
         if (
@@ -113,8 +115,13 @@ class CourseService:
             )
 
     async def change_frequency(self, course_id: uuid.UUID, data: FrequencyChangeCreate) -> Course:
-        """A clinician's change: always applied, and recorded with source `clinician`."""
-        course = await self.get(course_id)
+        """A clinician's change: always applied, and recorded with source `clinician`. The
+        course is locked first, so concurrent changes apply one after the other: each reads
+        the frequency the one before set, and the history's times, the events' order and the
+        course's final frequency agree."""
+        course = await self.repo.get_for_update(course_id)
+        if course is None:
+            raise CourseNotFound(course_id)
         if course.status in FINAL_STATUSES:
             raise CourseClosed(course.status, "its frequency cannot change")
         previous = course.sessions_per_week

@@ -24,6 +24,7 @@ Row = Patient | Course | TreatmentSession | Observation
 
 FHIR_VERSION = "4.0.1"
 BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+SUBSCRIPTIONS_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
 
 
 # --- primitives -----------------------------------------------------------------------------
@@ -416,6 +417,36 @@ SEARCH_PARAMS: Mapping[str, Sequence[tuple[str, str, str]]] = {
     "CarePlan": (_PATIENT_PARAM, _LAST_UPDATED_PARAM),
 }
 
+# Topic-based Subscriptions (app/push/fhir_router.py), as the Subscriptions R5 Backport IG's R4
+# server statement writes them; in R4 the topics are advertised by their canonical URLs (the
+# extension), since R4 has no SubscriptionTopic resource type to list.
+SUBSCRIPTION_CAPABILITY: Resource = {
+    "type": "Subscription",
+    "extension": [
+        {
+            "url": SUBSCRIPTIONS_BACKPORT
+            + "/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+            "valueCanonical": t.SUBSCRIPTION_TOPIC_URL,
+        }
+    ],
+    "supportedProfile": [SUBSCRIPTIONS_BACKPORT + "/StructureDefinition/backport-subscription"],
+    "documentation": "Topic-based (Subscriptions R5 Backport IG): `criteria` is the topic's "
+    "canonical URL, the channel `rest-hook`, the payload `id-only` or `full-resource`, with an "
+    "optional `patient` filter and heartbeat. `GET SubscriptionTopic` lists the topics (a "
+    "searchset Bundle of Basic resources, the IG's R4 form of a SubscriptionTopic). A "
+    "Subscription is its token's; integration and admin tokens.",
+    "interaction": [{"code": "read"}, {"code": "create"}, {"code": "delete"}],
+    "operation": [
+        {
+            "name": "status",
+            "definition": SUBSCRIPTIONS_BACKPORT
+            + "/OperationDefinition/backport-subscription-status",
+            "documentation": "The Subscription's SubscriptionStatus (Parameters) in a "
+            "searchset Bundle.",
+        }
+    ],
+}
+
 _SEARCH_DEFINITIONS = {
     "patient": "http://hl7.org/fhir/SearchParameter/clinical-patient",
     "code": "http://hl7.org/fhir/SearchParameter/clinical-code",
@@ -514,6 +545,7 @@ def capability_statement(
                 "searchInclude": [f"{resource_type}:patient"],
             }
         )
+    resources.append(SUBSCRIPTION_CAPABILITY)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -127,7 +127,8 @@ EVERYTHING = ("_since", *_PAGING)
 async def capability_statement(request: Request, _query: ReadParams) -> FhirResponse:
     """What this server supports, exactly: reading Patient, `$everything`, and searching
     Patient, Observation, Procedure and CarePlan with the parameters listed; its `rest.security`
-    names SMART on FHIR and the token endpoint. Open: no token needed."""
+    names SMART on FHIR and the token endpoint; and topic-based Subscriptions. Open: no
+    token needed."""
     security = mapping.rest_security(
         token_url=token_url(request), cors=bool(app_state(request).settings.cors_origins)
     )

@@ -25,6 +25,8 @@ PHASE_SYSTEM: Final = f"{CODE_SYSTEM_BASE}/course-phase"
 # OUTCOMES_FHIR_IDENTIFIER_SYSTEM (app/core/config.py, which cannot import this module; a test
 # keeps the two equal). The system a server emits is its setting's, never this constant.
 PATIENT_IDENTIFIER_SYSTEM: Final = f"{SERVICE_BASE}/NamingSystem/patient-external-id"
+# The one subscription topic (app/push/fhir.py): a course's (CarePlan's) frequency changed.
+SUBSCRIPTION_TOPIC_URL: Final = f"{SERVICE_BASE}/SubscriptionTopic/careplan-frequency"
 
 # Extensions (each carries one value of the business record that FHIR R4 has no element for).
 EXT_OBSERVATION_CONTEXT: Final = f"{EXTENSION_BASE}/observation-context"  # valueCode

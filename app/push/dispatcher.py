@@ -1,18 +1,21 @@
 """The dispatcher: runs in every process of the service, delivering the outbox at least once.
 
-Each round, in short transactions of their own:
-1. fan-out: events not yet fanned out become one delivery per subscription that wants them
-   (one process at a time: an advisory lock on PostgreSQL, the write lock on SQLite);
-2. claim: due deliveries, each the first pending one of its stream (a course's events, in
-   order) for its subscription, ``FOR UPDATE SKIP LOCKED`` so processes never claim the same
-   one, leased (due again when the lease ends, so a process killed mid-attempt loses
-   nothing: the next claim sends it again, with the same ``webhook-id``);
+Each round, in short transactions of their own (a round runs once a poll, and whenever an
+attempt ends: its stream's next event may go):
+1. once a poll (or at once while a batch is full), fan-out: events not yet fanned out become
+   one delivery per subscription that wants them (one process at a time: an advisory lock on
+   PostgreSQL, the write lock on SQLite);
+2. every round, claim: due deliveries, each the first pending one of its stream (a course's
+   events, in order) for its subscription, ``FOR UPDATE SKIP LOCKED`` so processes never
+   claim the same one, leased (due again when the lease ends, so a process killed
+   mid-attempt loses nothing: the next claim sends it again, with the same ``webhook-id``);
 3. attempts, concurrently (at most ``push_concurrency`` per process and
-   ``push_per_subscription`` per subscription, each bounded by ``push_timeout_seconds``): a
+   ``push_per_subscription`` per subscription, each ended after ``push_timeout_seconds``): a
    2xx is delivered; anything else (a 3xx too: redirects are not followed, a timeout, a
    refused connection) is retried after an exponential backoff with jitter, until the
    retry window ends: then `failed`;
-4. now and then: FHIR heartbeats, and the purge of delivered events.
+4. once a poll: FHIR heartbeats (each sent on its own), and now and then the purge of
+   delivered events.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.push import fhir, signing
+from app.push.models import PushSubscription
 from app.push.repository import Claimed, PushRepository
 
 logger = logging.getLogger("app.push")
@@ -55,7 +59,8 @@ class Dispatcher:
         self.lease = timedelta(seconds=2 * settings.push_timeout_seconds + 5)
         self.window = timedelta(hours=settings.push_retry_window_hours)
         self.in_flight: Counter[uuid.UUID] = Counter()  # subscription id → attempts running
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # attempts
+        self.beats: set[asyncio.Task[None]] = set()  # heartbeats
         self.wake = asyncio.Event()
         self.client = httpx.AsyncClient(
             follow_redirects=False,
@@ -65,6 +70,8 @@ class Dispatcher:
         )
         self._runner: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self._last_poll = -float("inf")  # time.monotonic() of the last fan-out
+        self._more_to_fan_out = False
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -76,14 +83,17 @@ class Dispatcher:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        for task in list(self.tasks):
+        running = [*self.tasks, *self.beats]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         await self.client.aclose()
 
     async def _run(self) -> None:
-        poll = self.settings.push_poll_seconds
         while True:
+            # Cleared before the round, not after: an attempt that ends during the round (its
+            # stream's next event may go now) wakes the next one at once.
+            self.wake.clear()
             busy = False
             try:
                 busy = await self.step()
@@ -92,26 +102,36 @@ class Dispatcher:
             except Exception as exc:  # the database is down, say: try again later
                 logger.warning("push dispatcher round failed: %s", type(exc).__name__)
             if not busy:
-                self.wake.clear()
+                until_poll = self._last_poll + self.settings.push_poll_seconds - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), poll)
+                    await asyncio.wait_for(self.wake.wait(), max(0.0, until_poll))
 
     async def step(self) -> bool:
-        """One round; whether there may be more to do at once."""
+        """One round; whether there may be more to do at once. New events are fanned out, and
+        heartbeats and the purge looked at, once a poll (or at once while a fan-out finds a
+        full batch); due deliveries are claimed every round, so a round woken by a finished
+        attempt costs one transaction."""
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            fanned = await PushRepository(session).fan_out(now, self.window, FAN_OUT_BATCH)
+        polled = self._more_to_fan_out or (
+            time.monotonic() - self._last_poll >= self.settings.push_poll_seconds
+        )
+        if polled:
+            self._last_poll = time.monotonic()
+            async with self.sessionmaker() as session, session.begin():
+                fanned = await PushRepository(session).fan_out(now, self.window, FAN_OUT_BATCH)
+            self._more_to_fan_out = fanned == FAN_OUT_BATCH
         claimed: list[Claimed] = []
         free = self.settings.push_concurrency - len(self.tasks)
         if free > 0:
-            per_sub = self.settings.push_per_subscription
-            busy = {sid for sid, n in self.in_flight.items() if n >= per_sub}
             async with self.sessionmaker() as session, session.begin():
-                claimed = await PushRepository(session).claim(now, self.lease, free, busy)
+                claimed = await PushRepository(session).claim(
+                    now, self.lease, free, self.settings.push_per_subscription, self.in_flight
+                )
             for delivery in claimed:
                 self._spawn(delivery)
-        await self._housekeeping(now)
-        return fanned == FAN_OUT_BATCH or (free > 0 and len(claimed) == free)
+        if polled:
+            await self._housekeeping(now)
+        return self._more_to_fan_out or (free > 0 and len(claimed) == free)
 
     def _spawn(self, delivery: Claimed) -> None:
         sub_id = delivery.subscription.id
@@ -131,15 +151,21 @@ class Dispatcher:
     async def _housekeeping(self, now: datetime) -> None:
         async with self.sessionmaker() as session, session.begin():
             beats = await PushRepository(session).due_heartbeats(now)
-        for sub in beats:
-            body = fhir.heartbeat(sub, now)
-            with contextlib.suppress(httpx.HTTPError):
-                await self.client.post(sub.url, content=body, headers=fhir.request_headers(sub))
+        for sub in beats:  # each on its own: a slow endpoint holds up no round
+            task = asyncio.create_task(self._heartbeat(sub, now))
+            self.beats.add(task)
+            task.add_done_callback(self.beats.discard)
         if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
             self._last_purge = time.monotonic()
             before = now - timedelta(hours=self.settings.push_retention_hours)
             async with self.sessionmaker() as session, session.begin():
                 await PushRepository(session).purge(before)
+
+    async def _heartbeat(self, sub: PushSubscription, now: datetime) -> None:
+        body = fhir.heartbeat(sub, now)
+        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+            async with asyncio.timeout(self.settings.push_timeout_seconds):
+                await self.client.post(sub.url, content=body, headers=fhir.request_headers(sub))
 
     # --- one attempt --------------------------------------------------------------------------
 
@@ -147,12 +173,15 @@ class Dispatcher:
         status: int | None = None
         error = ""
         try:
-            url, body, headers = await self._request(delivery)
-            response = await self.client.post(url, content=body, headers=headers)
+            # The whole attempt, not each read or write (httpx's timeout): a receiver that
+            # trickles its answer must not outlive the lease, which assumes this bound.
+            async with asyncio.timeout(self.settings.push_timeout_seconds):
+                url, body, headers = await self._request(delivery)
+                response = await self.client.post(url, content=body, headers=headers)
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}" + (" (redirects are not followed)" if status < 400 else "")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             error = "timeout"
         except httpx.HTTPError as exc:
             error = f"connection failed: {type(exc).__name__}"

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import utcnow
 from app.courses.models import Course
 from app.fhir import terminology as t
-from app.fhir.mapping import care_plan_to_fhir, instant
+from app.fhir.mapping import SUBSCRIPTIONS_BACKPORT, care_plan_to_fhir, instant
 from app.push.models import PushSubscription
 from app.push.repository import Claimed
 
 Resource = dict[str, Any]
 
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+BACKPORT = f"{SUBSCRIPTIONS_BACKPORT}/StructureDefinition"
 STATUS_PROFILE = f"{BACKPORT}/backport-subscription-status-r4"
 NOTIFICATION_PROFILE = f"{BACKPORT}/backport-subscription-notification-r4"
 SUBSCRIPTION_PROFILE = f"{BACKPORT}/backport-subscription"
@@ -31,8 +31,8 @@ HEARTBEAT = f"{BACKPORT}/backport-heartbeat-period"
 FILTER_CRITERIA = f"{BACKPORT}/backport-filter-criteria"
 R5_TOPIC = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic"
 
-TOPIC_ID = "careplan-frequency"
-TOPIC_URL = f"{t.SERVICE_BASE}/SubscriptionTopic/{TOPIC_ID}"
+TOPIC_URL = t.SUBSCRIPTION_TOPIC_URL
+TOPIC_ID = TOPIC_URL.rsplit("/", 1)[-1]
 CONTENTS = ("id-only", "full-resource")
 MAX_HEARTBEAT_SECONDS = 86_400
 

@@ -4,7 +4,8 @@ attempts, purging, the outbox's figures, and the subscription and delivery pages
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,17 +122,23 @@ class PushRepository:
     # --- claims and attempts ------------------------------------------------------------------
 
     async def claim(
-        self, now: datetime, lease: timedelta, limit: int, busy: Collection[uuid.UUID]
+        self,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        per_subscription: int,
+        in_flight: Mapping[uuid.UUID, int],
     ) -> list[Claimed]:
         """Up to ``limit`` due deliveries, each the first pending one of its stream for its
         subscription (a stream's next event waits until the one before is delivered or
-        failed), skipping those another process holds, and those of the ``busy``
-        subscriptions. Each is leased: due again at ``now + lease`` unless its attempt ends
-        first, so a process that dies mid-attempt loses nothing."""
+        failed), skipping those another process holds, and no more for a subscription than
+        ``per_subscription`` less its attempts ``in_flight`` in this process. Each is leased:
+        due again at ``now + lease`` unless its attempt ends first, so a process that dies
+        mid-attempt loses nothing."""
         earlier = aliased(PushDelivery)
         d = DELIVERIES
         stmt = (
-            select(d.c.id)
+            select(d.c.id, d.c.subscription_id)
             .where(
                 d.c.status == "pending",
                 d.c.next_attempt_at <= now,
@@ -146,9 +153,17 @@ class PushRepository:
             .limit(limit)
             .with_for_update(skip_locked=True, of=d)
         )
-        if busy:
-            stmt = stmt.where(d.c.subscription_id.not_in(list(busy)))
-        ids = list((await self.session.scalars(stmt)).all())
+        full = [sub for sub, n in in_flight.items() if n >= per_subscription]
+        if full:
+            stmt = stmt.where(d.c.subscription_id.not_in(full))
+        # A subscription's share of the rows found; the others are only locked until the
+        # transaction ends (and stay due for the next claim).
+        taken: Counter[uuid.UUID] = Counter()
+        ids: list[uuid.UUID] = []
+        for delivery_id, sub_id in (await self.session.execute(stmt)).all():
+            if in_flight.get(sub_id, 0) + taken[sub_id] < per_subscription:
+                taken[sub_id] += 1
+                ids.append(delivery_id)
         if not ids:
             return []
         claim = new_id()
@@ -250,7 +265,8 @@ class PushRepository:
 
     async def due_heartbeats(self, now: datetime) -> list[PushSubscription]:
         """FHIR subscriptions whose heartbeat is due, each taken by one process only (a
-        compare-and-set on its last send)."""
+        compare-and-set on its last send). Not those whose token is revoked or expired: they
+        hear nothing more, not even that the server is alive."""
         subs = (
             await self.session.scalars(
                 select(PushSubscription).where(
@@ -258,8 +274,11 @@ class PushRepository:
                 )
             )
         ).all()
+        live = await self._live_tokens([s.token_id for s in subs if s.token_id])
         taken = []
         for sub in subs:
+            if sub.token_id not in live:
+                continue
             assert sub.heartbeat_seconds is not None
             last = sub.last_sent_at or sub.created_at
             if now - last < timedelta(seconds=sub.heartbeat_seconds):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.courses.schedule import next_session_due, phase_for
+from app.outbox.models import OutboxEvent
 from tests.factories import API, create_course, create_patient, create_session
 from tests.support import assert_problem
 
@@ -230,6 +235,41 @@ async def test_frequency_of_a_closed_course_cannot_change(client: httpx.AsyncCli
         len((await client.get(f"{API}/courses/{course['id']}/frequency-history")).json()["items"])
         == 1
     )
+
+
+async def test_concurrent_frequency_changes_keep_history_events_and_course_in_one_order(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Clinicians' changes to one course at the same moment are applied one after the other:
+    the history's order (its times) is the order the changes were made in, so each change's
+    `previous` is the one before it, its event (the outbox, issue 17) comes in that order, and
+    the course ends at the last change."""
+    course = await create_course(client)
+    url = f"{API}/courses/{course['id']}/frequency"
+    answers = await asyncio.gather(
+        *(
+            client.post(url, json={"sessions_per_week": 1 + n % 7, "reason": f"change {n}"})
+            for n in range(16)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 16
+    history = (await client.get(f"{API}/courses/{course['id']}/frequency-history")).json()["items"]
+    async with engine.connect() as conn:
+        payloads = (
+            await conn.execute(
+                select(OutboxEvent.payload)
+                .where(OutboxEvent.type == "course.frequency_changed")
+                .order_by(OutboxEvent.seq)
+            )
+        ).scalars()
+        events = [json.loads(p)["data"] for p in payloads]
+    changes = history[1:]  # after the initial prescription
+    assert [e["sessions_per_week"] for e in events] == [h["sessions_per_week"] for h in changes]
+    assert [e["previous_sessions_per_week"] for e in events] == [
+        h["sessions_per_week"] for h in history[:-1]
+    ]
+    now = (await client.get(f"{API}/courses/{course['id']}")).json()
+    assert now["sessions_per_week"] == history[-1]["sessions_per_week"]
 
 
 async def test_next_session_due_follows_the_last_session(client: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ request goes to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,9 +29,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.audit.models import AuditEvent
+from app.auth.service import TokenService
 from app.core.config import to_async_url
+from app.core.db import create_sessionmaker
 from app.observations.models import Observation
-from bench.server import free_port
+from bench.server import free_port, source_env
 from tests.factories import API
 
 
@@ -130,13 +133,25 @@ def cli_token(database_url: str, role: str) -> str:
     """A real token, made the way an operator makes one: ``outcomes tokens create``."""
     done = subprocess.run(  # noqa: S603 (our own interpreter and arguments)
         [sys.executable, "-m", "app.cli", "tokens", "create", "--role", role],
-        env=os.environ | {"OUTCOMES_DATABASE_URL": database_url},
+        env=source_env(os.environ | {"OUTCOMES_DATABASE_URL": database_url}),
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     )
     return done.stdout.strip().splitlines()[-1]  # the token is alone on the last line
+
+
+async def issued_tokens(database_url: str, *roles: str) -> list[str]:
+    """A token per role, issued in this process (quicker than ``cli_token``'s process each,
+    for tests about something else)."""
+    engine = create_async_engine(to_async_url(database_url), poolclass=NullPool)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            service = TokenService(session)
+            return [(await service.issue(role, None, None)).token for role in roles]
+    finally:
+        await engine.dispose()
 
 
 def api_client(base: str, token: str, timeout: float = 10) -> httpx.AsyncClient:
@@ -303,3 +318,52 @@ async def execute(database_url: str, *statements: str) -> None:
                 await conn.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+def pid_of_peer(local_port: int, candidates: Sequence[int]) -> int | None:
+    """Which of ``candidates`` holds the TCP socket bound to 127.0.0.1:``local_port`` (the
+    sending end of a connection a test's receiver accepted): its inode in /proc/net/tcp, then
+    the process with a descriptor on that inode. None when none does (it exited)."""
+    wanted = f"0100007F:{local_port:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted:
+            inode = fields[9]
+            break
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in candidates:
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue  # it exited
+        for fd in descriptors:
+            with contextlib.suppress(OSError):  # closed in between
+                if os.readlink(fd) == target:
+                    return pid
+    return None
+
+
+# --- push (tests/faults/test_push_*.py) ------------------------------------------------------
+
+PUSH_TIMEOUT = 2.0  # s: OUTCOMES_PUSH_TIMEOUT_SECONDS, so a lease is 2 × this + 5 s
+LEASE = 2 * PUSH_TIMEOUT + 5
+PUSH_ENV = {
+    "OUTCOMES_PUSH_DISPATCH": "true",
+    "OUTCOMES_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    "OUTCOMES_PUSH_TIMEOUT_SECONDS": str(PUSH_TIMEOUT),
+    "OUTCOMES_PUSH_RETRY_BASE_SECONDS": "0.2",
+    "OUTCOMES_PUSH_RETRY_MAX_SECONDS": "1",
+    "OUTCOMES_PUSH_POLL_SECONDS": "0.1",
+}
+
+
+async def add_webhook(base: str, admin_token: str, url: str, *events: str) -> dict[str, Any]:
+    """A webhook to ``url`` for ``events`` (its secret included)."""
+    async with api_client(base, admin_token) as admin:
+        made = await admin.post(f"{API}/webhooks", json={"url": url, "events": list(events)})
+    _expect(made, 201)
+    hook: dict[str, Any] = made.json()
+    return hook

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from tests.factories import (
     create_patient,
     create_session,
 )
-from tests.fhir.support import entries, fhir_get
+from tests.fhir.support import assert_valid, entries, fhir_get
 
 
 def same_instant(fhir_value: str, api_value: str) -> bool:
@@ -360,21 +361,25 @@ async def test_capability_statement_lists_exactly_what_is_served(
         for interaction in resource["interaction"]:
             code = interaction["code"]
             advertised.add(
-                f"/fhir/R4/{resource['type']}/{{patient_id}}"
-                if code == "read"
+                f"/fhir/R4/{resource['type']}/{{id}}"
+                if code in ("read", "delete")
                 else f"/fhir/R4/{resource['type']}"
             )
         for operation in resource.get("operation", []):
             if operation["name"] == "export":  # a type-level operation
                 advertised.add(f"/fhir/R4/{resource['type']}/$export")
             else:
-                advertised.add(f"/fhir/R4/{resource['type']}/{{patient_id}}/${operation['name']}")
+                advertised.add(f"/fhir/R4/{resource['type']}/{{id}}/${operation['name']}")
     advertised |= {f"/fhir/R4/${operation['name']}" for operation in rest.get("operation", [])}
+    # R4 has no SubscriptionTopic type: the topics are advertised by their canonical URLs (the
+    # Backport IG's extension on Subscription), and their list is GET SubscriptionTopic.
+    if any(r["type"] == "Subscription" and r.get("extension") for r in rest["resource"]):
+        advertised.add("/fhir/R4/SubscriptionTopic")
     # Bulk Data status and file URLs are handed out by the kick-off and the manifest; the
     # SMART configuration is discovery, like the statement itself.
     discovery = ("/fhir/R4/metadata", "/fhir/R4/.well-known/")
     served = {
-        p
+        re.sub(r"\{[^}]+\}", "{id}", p)
         for p in app.openapi()["paths"]
         if p.startswith("/fhir/") and not p.startswith(("/fhir/R4/$export-", *discovery))
     }
@@ -388,11 +393,14 @@ async def test_capability_statement_lists_exactly_what_is_served(
         "Observation": sorted([*results, "code", "date", "patient"]),
         "Procedure": sorted([*results, "patient"]),
         "CarePlan": sorted([*results, "patient"]),
+        "Subscription": [],
     }
     # each search takes what the statement lists, and the statement lists what each takes
     # (this server's paging and format aside; `_include` is `searchInclude`)
     document = app.openapi()["paths"]
     for resource in rest["resource"]:
+        if not any(i["code"] == "search-type" for i in resource["interaction"]):
+            continue
         operation = document[f"/fhir/R4/{resource['type']}"]["get"]
         taken = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
         unlisted = {"_cursor", "_format", "_totalMethod", "_include"}
@@ -414,6 +422,33 @@ async def test_capability_statement_lists_exactly_what_is_served(
     identifier = next(p for p in patient["searchParam"] if p["name"] == "identifier")
     assert identifier["type"] == "token"
     assert identifier["definition"] == "http://hl7.org/fhir/SearchParameter/Patient-identifier"
+
+
+async def test_capability_statement_advertises_topic_based_subscriptions(
+    ehr: httpx.AsyncClient,
+) -> None:
+    """As the Subscriptions R5 Backport IG's R4 server statement does: Subscription with the
+    backport profile, read, create and delete, the `$status` operation, and the topic's
+    canonical URL, which a Subscription's `criteria` takes."""
+    statement = assert_valid(await fhir_get(ehr, "metadata"))
+    [subscription] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    backport = "http://hl7.org/fhir/uv/subscriptions-backport"
+    assert subscription["supportedProfile"] == [
+        f"{backport}/StructureDefinition/backport-subscription"
+    ]
+    assert sorted(i["code"] for i in subscription["interaction"]) == ["create", "delete", "read"]
+    [status] = subscription["operation"]
+    assert status["name"] == "status"
+    assert status["definition"] == f"{backport}/OperationDefinition/backport-subscription-status"
+    [topic] = subscription["extension"]
+    assert topic["url"] == (
+        f"{backport}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
+    )
+    listed = await fhir_get(ehr, "SubscriptionTopic")
+    [entry] = listed["entry"]
+    urls = {e["url"]: e.get("valueUri") for e in entry["resource"]["extension"]}
+    assert topic["valueCanonical"] in urls.values()
+    assert "GET SubscriptionTopic" in subscription["documentation"]
 
 
 async def test_instrument_catalogue_and_fhir_agree_on_loinc(

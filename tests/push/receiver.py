@@ -1,11 +1,15 @@
 """A webhook receiver for tests: a small HTTP/1.1 server on a free loopback port, started by
 the test in its own event loop. ``answer(request)`` decides each response's status (and may
-sleep); every request is recorded with its headers and body."""
+sleep); every request is recorded with its headers and body when it is answered, and in
+``arrivals`` as soon as it has arrived (a request whose answer never comes is there only), with
+the sender's port (which process sent it: tests/faults/support.py ``pid_of_peer``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +30,9 @@ class Received:
     path: str
     headers: dict[str, str]  # names in lower case
     body: bytes
-    status: int  # what the receiver answered
+    status: int  # what the receiver answered (0: not yet)
+    peer_port: int = 0  # the sender's end of the connection, on 127.0.0.1
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 Answer = Callable[["Received"], Awaitable[int] | int]
@@ -37,6 +43,7 @@ class Receiver:
     answer: Answer
     port: int = 0
     received: list[Received] = field(default_factory=list)
+    arrivals: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -58,6 +65,7 @@ class Receiver:
                 await asyncio.wait_for(self.arrived.wait(), min(remaining, 0.5))
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer_port = int(writer.get_extra_info("peername")[1])
         try:
             while True:
                 line = await reader.readline()
@@ -69,11 +77,12 @@ class Receiver:
                     name, _, value = header.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                pending = Received(path, headers, body, 0)
+                pending = Received(path, headers, body, 0, peer_port, time.monotonic())
+                self.arrivals.append(pending)
                 status = self.answer(pending)
                 if not isinstance(status, int):
                     status = await status
-                self.received.append(Received(path, headers, body, status))
+                self.received.append(dataclasses.replace(pending, status=status))
                 self.arrived.set()
                 extra = "Location: http://127.0.0.1:1/elsewhere\r\n" if 300 <= status < 400 else ""
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{extra}\r\n".encode())

@@ -5,7 +5,9 @@ whose first entry is the SubscriptionStatus (Parameters), validated with fhir.re
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -194,3 +196,94 @@ async def test_subscriptions_are_their_tokens_and_bad_ones_are_refused(
     deleted = await ehr.integration.delete(f"{FHIR}/Subscription/{created['id']}")
     assert deleted.status_code == 204
     assert (await ehr.integration.get(f"{FHIR}/Subscription/{created['id']}")).status_code == 404
+
+
+# --- heartbeats ------------------------------------------------------------------------------
+
+
+def with_heartbeat(endpoint: str, seconds: int) -> dict[str, Any]:
+    resource = subscription(endpoint)
+    resource["channel"]["extension"] = [{"url": fhir.HEARTBEAT, "valueUnsignedInt": seconds}]
+    return resource
+
+
+def kind(request: Received) -> str:
+    status = notification(request)["entry"][0]["resource"]
+    value: str = params(status)["type"]["valueCode"]
+    return value
+
+
+async def test_heartbeats_come_at_the_period_and_a_notification_restarts_it(ehr: Ehr) -> None:
+    """A 1 s heartbeat (the IG's unsignedInt seconds; as short as 1 for a test): a heartbeat
+    Bundle about every second while nothing happens, none within a second of a notification,
+    each with the status's own type and event count, and no event."""
+    async with receiving(always(200)) as receiver:
+        created = await subscribe(ehr.integration, with_heartbeat(receiver.url, 1))
+        made = time.monotonic()
+        await receiver.wait_for(lambda r: len(r.accepted()) >= 3, within_s=10)
+        course = await create_course(ehr.clinician)
+        await change(ehr.clinician, course["id"], 2)
+        await receiver.wait_for(lambda r: any(kind(x) != "heartbeat" for x in r.accepted()))
+        await receiver.wait_for(lambda r: kind(r.accepted()[-1]) == "heartbeat", within_s=10)
+
+    beats = [r for r in receiver.accepted() if kind(r) == "heartbeat"]
+    [event] = [r for r in receiver.accepted() if kind(r) == "event-notification"]
+    before = [r for r in beats if r.at < event.at]
+    after = [r for r in beats if r.at > event.at]
+    # About the period: the first after 1 s, then one a second (polls of 0.05 s, a busy box).
+    assert 0.9 <= before[0].at - made <= 2.5
+    gaps = [b.at - a.at for a, b in itertools.pairwise(before)]
+    assert gaps
+    assert all(0.9 <= gap <= 2.5 for gap in gaps), gaps
+    # A notification counts as a sign of life: the next heartbeat a period after it.
+    assert after[0].at - event.at >= 0.9
+    for beat in beats:
+        status = params(notification(beat)["entry"][0]["resource"])
+        assert "notification-event" not in status
+        assert status["subscription"]["valueReference"]["reference"].endswith(created["id"])
+        assert len(notification(beat)["entry"]) == 1  # the status alone
+        assert beat.headers["authorization"] == "Bearer ehr-secret"
+    counts = [
+        params(notification(b)["entry"][0]["resource"])["events-since-subscription-start"]
+        for b in (before[-1], after[0])
+    ]
+    assert [c["valueString"] for c in counts] == ["0", "1"]
+
+
+async def test_a_revoked_tokens_subscription_gets_no_heartbeat(
+    ehr: Ehr, engine: AsyncEngine
+) -> None:
+    async with create_sessionmaker(engine)() as session, session.begin():
+        issued = await TokenService(session).issue("integration", None, None)
+    async with receiving(always(200)) as receiver, client_of(ehr.app, issued.token) as ehr2:
+        await subscribe(ehr2, with_heartbeat(receiver.url, 1))
+        await receiver.wait_for(lambda r: len(r.accepted()) >= 1, within_s=10)
+        async with create_sessionmaker(engine)() as session, session.begin():
+            await TokenService(session).revoke(issued.row.id)
+        await asyncio.sleep(0.5)  # a heartbeat already on its way may land
+        heard = len(receiver.received)
+        await asyncio.sleep(2.5)
+        assert len(receiver.received) == heard
+
+
+async def test_a_heartbeat_endpoint_that_hangs_holds_up_no_delivery(ehr: Ehr) -> None:
+    """Heartbeats every second to an endpoint that never answers (each cut at the 2 s push
+    timeout) while a course's changes go to another: they arrive as fast as without it."""
+    hang = asyncio.Event()
+
+    async def never(_request: Received) -> int:
+        await hang.wait()
+        return 200
+
+    async with receiving(never) as stuck, receiving(always(200)) as receiver:
+        await subscribe(ehr.integration, with_heartbeat(stuck.url, 1))
+        await stuck.wait_for(lambda r: len(r.arrivals) >= 1, within_s=10)
+        await subscribe(ehr.integration, subscription(receiver.url))
+        course = await create_course(ehr.clinician)
+        for per_week in (2, 3, 4, 5, 6):
+            await change(ehr.clinician, course["id"], per_week)
+        started = time.monotonic()
+        await receiver.wait_for(lambda r: len(r.accepted()) == 5, within_s=20)
+        took = time.monotonic() - started
+        hang.set()
+    assert took < 3.0, f"5 notifications took {took:.1f} s"
