@@ -115,6 +115,8 @@ OPEN_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/dashboard"): "/dashboard",
     ("MOUNT", "/dashboard/assets"): "/dashboard/assets/js/main.js",
     ("POST", "/oauth/token"): "/oauth/token",  # OAuth 2 clients authenticate in the body
+    # SMART discovery at the server's root (also under /fhir/R4): open, as SMART requires.
+    ("GET", "/.well-known/smart-configuration"): "/.well-known/smart-configuration",
 }
 
 
