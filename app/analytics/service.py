@@ -199,7 +199,7 @@ def verdict(
             now=now,
             thresholds=params.thresholds,
         )
-        if chosen is None or chosen[0].status == "normal":
+        if chosen is None:
             chosen = (trend, instrument)
         if trend.status != "normal":
             chosen = (trend, instrument)

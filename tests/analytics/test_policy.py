@@ -708,3 +708,31 @@ def test_the_write_paths_verdict_is_the_full_analysis_recommendation(
     assert verdict(course, facts, points, now, params) == (
         analysis(course, facts, points, now, params).recommendation
     )
+
+
+def test_with_every_measure_normal_the_write_path_reads_the_first_as_the_analysis_does() -> None:
+    """No pain and no disability at baseline, nor since: both measures are `normal`, so the
+    primary one is the first in primary order (pain-nrs), on the write path as on a read."""
+    course = PolicyCourse(
+        id=uuid.uuid4(), patient_id=uuid.uuid4(), start_date=START, policy="standard-v2",
+        status="active", adjustment="auto", sessions_per_week=3, sessions_done=4,
+        max_sessions=None, region="lumbar", paused_at=None, resumed_at=None, ended_at=None,
+    )  # fmt: skip
+    facts = CourseFacts(
+        last_change_source="initial",
+        last_change_at=START_MIDNIGHT,
+        first_session_at=T0,
+        latest_adverse_events=(),
+    )
+    flat = [Point(T0 + timedelta(days=d), 0) for d in (-1, 1, 3, 5)]
+    points = {"pain-nrs": flat, "odi": flat}
+    params = registry()["standard-v2"]
+    read = analysis(course, facts, points, NOW, params)
+    assert {code: t.status for code, t in read.trends.items()} == {
+        "pain-nrs": "normal",
+        "odi": "normal",
+    }
+    assert read.primary == "pain-nrs"
+    written = verdict(course, facts, points, NOW, params)
+    assert (written.rule, written.evidence["primary_instrument"]) == ("no-deficit", "pain-nrs")
+    assert written == read.recommendation
