@@ -62,7 +62,7 @@ mutation: install ## mutation testing of $(MUTATE) against $(MUTATION_TESTS) wit
 	MUTATION_SAMPLE=$(MUTATION_SAMPLE) $(VENV)/bin/mutmut run --paths-to-mutate '$(MUTATE)' \
 		--tests-dir tests --CI --simple-output \
 		--no-progress --test-time-base 30 \
-		--runner 'sh -c "$(PY) -m pytest -x -q -p no:cacheprovider $(MUTATION_TESTS) || exit 1"'
+		--runner 'sh -c "$(PY) -m pytest -x -q -p no:cacheprovider --hypothesis-profile=mutation $(MUTATION_TESTS) || exit 1"'
 	$(VENV)/bin/mutmut results
 
 clean: ## remove .venv and the tools' caches

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -27,6 +28,11 @@ from app.core.db import create_sessionmaker
 from app.core.state import app_state
 from app.main import create_app
 from tests.support import Issue, MakeClient, empty_tables, migrate, serving
+
+# `make mutation` runs the tests once per mutant with `--hypothesis-profile=mutation`: every
+# mutant meets the same examples, and no example one mutant failed on is replayed against the
+# next (an example that also fails on the unmutated code would "kill" every mutant after it).
+hypothesis.settings.register_profile("mutation", derandomize=True, database=None)
 
 TEST_DATABASE_URL = os.environ.get("OUTCOMES_TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("OUTCOMES_TEST_REQUIRE_POSTGRES") == "1"

@@ -267,3 +267,20 @@ async def test_the_first_patient_without_a_course_still_records(client: httpx.As
     response = await client.post(url, json=body)
     assert (response.status_code, response.json()["course_id"]) == (201, None)
     assert (await trends(client, Case(patient["id"], str(uuid.uuid4()))))["course_id"] is None
+
+
+async def test_in_a_batch_a_measure_of_one_region_is_stored_with_its_one_course(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """As in a single POST: ODI scores are the lumbar course's alone. Stored without a course,
+    they would count for the cervical course too, whose window holds them."""
+    lumbar = await v2(client, engine)
+    cervical = await v2(client, engine, patient_id=lumbar.patient_id, region="cervical")
+    await record(client, lumbar, [(19, 40), (10, 30), (8, 25)], instrument="odi")
+
+    url = f"{API}/patients/{lumbar.patient_id}/observations"
+    stored = (await client.get(url, params={"instrument": "odi", "limit": 50})).json()["items"]
+    assert [o["course_id"] for o in stored] == [lumbar.course_id] * 3
+    lumbar_odi = (await course_trends(client, lumbar))["instruments"]
+    assert [(t["instrument"], t["n"]) for t in lumbar_odi] == [("odi", 3)]
+    assert (await course_trends(client, cervical))["instruments"] == []

@@ -295,6 +295,198 @@ def test_evidence_describes_the_course_and_the_primary_trend() -> None:
     assert 0 <= rec.evidence["mann_kendall_p"] <= 1
 
 
+# --- each rule's rationale, word for word: one sentence, with its numbers ------------------------
+
+STANDARD_V2 = registry()["standard-v2"]
+# Three values, all after the first session: enough values, but no baseline.
+NO_BASELINE = instrument_trend(
+    BY_CODE["pain-nrs"],
+    [Point(T0 + timedelta(days=2 * i, hours=1), v) for i, v in enumerate((7, 6, 5))],
+    start_date=START,
+    first_session_at=T0,
+    now=NOW,
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "primary", "params", "rule", "rationale"),
+    [
+        (
+            course(status="paused"),
+            RESPONDER,
+            STANDARD,
+            "inactive",
+            "The course is paused: no change.",
+        ),
+        (
+            course(latest_session_adverse_events=("vasovagal reaction", "hematoma")),
+            RESPONDER,
+            STANDARD,
+            "adverse-event",
+            "The latest session recorded an adverse event (vasovagal reaction; hematoma): review "
+            "before the next session; frequency stays at 3 a week.",
+        ),
+        (
+            course(unacknowledged_adverse_events=("hematoma",)),
+            RESPONDER,
+            STANDARD_V2,
+            "adverse-event",
+            "A session recorded an adverse event (hematoma) that no clinician has acknowledged: "
+            "review, and confirm the frequency (3 a week) with POST /courses/{id}/frequency.",
+        ),
+        (
+            course(resumed_after_days=30.4),
+            RESPONDER,
+            STANDARD_V2,
+            "resumed-after-pause",
+            "The course was resumed after 30 days paused (review from 14): review the plan and "
+            "confirm the frequency (3 a week).",
+        ),
+        (
+            course(),
+            TWO_VALUES,
+            STANDARD,
+            "insufficient-data",
+            "Not enough data to judge the response (2 value(s) of pain-nrs in the course window, "
+            "at least 3 needed with one after the first session): keep the frequency.",
+        ),
+        (
+            course(),
+            None,
+            STANDARD,
+            "insufficient-data",
+            "Not enough data to judge the response (0 value(s) of any instrument in the course "
+            "window, at least 3 needed with one after the first session): keep the frequency.",
+        ),
+        (  # exactly 3 values: the trend's own reason
+            course(),
+            NO_BASELINE,
+            STANDARD,
+            "insufficient-data",
+            "Not enough data to judge the response (3 value(s) of pain-nrs, but no value before "
+            "the first session: record a score before the next session's injection (or the "
+            "session's pain_before) to have a baseline): keep the frequency.",
+        ),
+        (
+            course(),
+            trend(0, 1, 0, 1, 0),
+            STANDARD_V2,
+            "no-deficit",
+            "pain-nrs was 0 at baseline, already at or past its healthy end (0): no deficit at "
+            "baseline; check the indication.",
+        ),
+        (
+            course(),
+            WORSENING,
+            STANDARD,
+            "worsening",
+            "pain-nrs worsened from 4 at baseline to 7 now (3 points, -75%; MCID 2 points): worse "
+            "by at least the MCID while already at 3 a week; clinical review needed.",
+        ),
+        (
+            course(sessions_per_week=2, last_change_source="policy"),
+            WORSENING,
+            STANDARD,
+            "worsening",
+            "pain-nrs worsened from 4 at baseline to 7 now (3 points, -75%; MCID 2 points): worse "
+            "by at least the MCID, so the frequency goes back up from 2 to 3 sessions a week.",
+        ),
+        (
+            course(sessions_done=8, max_sessions=8),
+            NON_RESPONDER,
+            STANDARD,
+            "max-sessions",
+            "8 sessions done of the 8 prescribed: the course can be completed.",
+        ),
+        (
+            course(),
+            REMISSION,
+            STANDARD,
+            "remission",
+            "pain-nrs improved from 8 at baseline to 2 now (6 points, 75%; MCID 2 points): a "
+            "responder, and 2 is within remission (≤ 2): the course can be completed.",
+        ),
+        (
+            course(),
+            RESPONDER,
+            STANDARD,
+            "response-step-down",
+            "pain-nrs improved from 8 at baseline to 4 now (4 points, 50%; MCID 2 points): a "
+            "responder, and 30.5 days since the last frequency change (at least 7), so sessions "
+            "step down from 3 to 2 a week.",
+        ),
+        (
+            course(sessions_done=6),
+            PARTIAL,
+            STANDARD,
+            "induction-complete",
+            "pain-nrs improved from 10 at baseline to 6 now (4 points, 40%; MCID 2 points): a "
+            "partial responder after 6 sessions (induction is 6), so sessions go from 3 to 2 a "
+            "week.",
+        ),
+        (
+            course(
+                sessions_done=6,
+                last_change_source="clinician",
+                last_change_at=NOW - SEVEN_DAYS + ONE_SECOND,
+            ),
+            PARTIAL,
+            STANDARD,
+            "induction-complete",
+            "pain-nrs improved from 10 at baseline to 6 now (4 points, 40%; MCID 2 points): a "
+            "partial responder after 6 sessions (induction is 6), so sessions go from 3 to 2 a "
+            "week. Not applied: a clinician set 3 a week on 2026-03-25, which holds until "
+            "2026-04-01.",
+        ),
+        (
+            course(sessions_done=8),
+            NON_RESPONDER,
+            STANDARD,
+            "non-response",
+            "pain-nrs improved from 6 at baseline to 5 now (1 points, 16.7%; MCID 2 points): no "
+            "clinically important response after 8 sessions (review from 8); review the "
+            "indication and plan.",
+        ),
+        (
+            course(),
+            PARTIAL,
+            STANDARD,
+            "keep",
+            "pain-nrs improved from 10 at baseline to 6 now (4 points, 40%; MCID 2 points); "
+            "partial-responder: keep 3 sessions a week.",
+        ),
+    ],
+    ids=[
+        "inactive",
+        "adverse-event-v1",
+        "adverse-event-v2",
+        "resumed-after-pause",
+        "insufficient-data-too-few",
+        "insufficient-data-no-values",
+        "insufficient-data-no-baseline",
+        "no-deficit",
+        "worsening-review",
+        "worsening-increase",
+        "max-sessions",
+        "remission",
+        "response-step-down",
+        "induction-complete",
+        "induction-complete-held",
+        "non-response",
+        "keep",
+    ],
+)
+def test_each_rule_s_rationale_word_for_word(
+    state: CourseState,
+    primary: InstrumentTrend | None,
+    params: PolicyParams,
+    rule: str,
+    rationale: str,
+) -> None:
+    rec = decide(state, primary, params=params)
+    assert (rec.rule, rec.rationale) == (rule, rationale)
+
+
 # --- precedence: the first rule that fires decides -------------------------------------------
 
 
@@ -516,6 +708,30 @@ def test_invalid_policy_parameters_are_rejected(changes: dict[str, Any], message
         PolicyParams.model_validate(standard_fields(**changes))
 
 
+# docs/analytics.md, "A clinic's own policy": the allowed range of each whole-number field.
+@pytest.mark.parametrize(
+    ("name", "lowest", "highest"),
+    [
+        ("window_days_before_start", 0, 90),  # 0: values count from the start date only
+        ("current_of_last", 1, 10),
+        ("min_days_between_changes", 0, 90),
+        ("clinician_hold_days", 0, 90),
+        ("induction_min_sessions", 1, 100),
+        ("non_response_min_sessions", 1, 200),
+        ("resume_review_days", 1, 365),
+    ],
+)
+def test_a_parameter_takes_both_ends_of_its_range_and_nothing_past_them(
+    name: str, lowest: int, highest: int
+) -> None:
+    for value in (lowest, highest):
+        params = PolicyParams.model_validate(standard_fields(**{name: value}))
+        assert getattr(params, name) == value
+    for value in (lowest - 1, highest + 1):
+        with pytest.raises(ValidationError, match=name):
+            PolicyParams.model_validate(standard_fields(**{name: value}))
+
+
 def test_a_missing_parameter_is_rejected() -> None:
     fields = standard_fields()
     del fields["clinician_hold_days"]
@@ -548,6 +764,31 @@ def test_rationale_numbers_are_formatted_the_same_every_time() -> None:
         assert "from 2.5 to 3 sessions a week" in rec.rationale
         rec = decide(course(sessions_per_week=3.0), RESPONDER)
         assert "from 3 to 2 a week" in rec.rationale
+
+
+@pytest.mark.parametrize(
+    ("primary", "change"),
+    [
+        (trend(60, 45, 40, 40, 40, code="pain-vas"), "(20 mm, 33.3%; MCID 15 mm)"),
+        # ODI is a percentage of the scale: its changes are points, not percent.
+        (trend(40, 30, 28, 28, 28, code="odi"), "(12 points, 30%; MCID 10 points)"),
+        (trend(30, 20, 18, 18, 18, code="finger-floor"), "(12 cm, 40%; MCID 10 cm)"),
+        (trend(30, 40, 44, 45, 44, code="rom-lumbar-flexion"), "(14 °, 46.7%; MCID 13 °)"),
+    ],
+)
+def test_rationale_gives_a_change_in_its_measure_s_unit(
+    primary: InstrumentTrend, change: str
+) -> None:
+    rec = decide(course(), primary)
+    assert (rec.rule, rec.evidence["status"]) == ("keep", "partial-responder")
+    assert change in rec.rationale
+
+
+def test_an_unchanged_score_is_not_called_worse() -> None:
+    rec = decide(course(), trend(6, 6, 6, 6, 6))
+    assert (rec.rule, rec.evidence["improvement_abs"]) == ("keep", 0)
+    assert "from 6 at baseline to 6 now (0 points, 0%; MCID 2 points)" in rec.rationale
+    assert "worsened" not in rec.rationale
 
 
 def test_policy_params_are_immutable() -> None:
@@ -708,3 +949,31 @@ def test_the_write_paths_verdict_is_the_full_analysis_recommendation(
     assert verdict(course, facts, points, now, params) == (
         analysis(course, facts, points, now, params).recommendation
     )
+
+
+def test_with_every_measure_normal_the_write_path_reads_the_first_as_the_analysis_does() -> None:
+    """No pain and no disability at baseline, nor since: both measures are `normal`, so the
+    primary one is the first in primary order (pain-nrs), on the write path as on a read."""
+    course = PolicyCourse(
+        id=uuid.uuid4(), patient_id=uuid.uuid4(), start_date=START, policy="standard-v2",
+        status="active", adjustment="auto", sessions_per_week=3, sessions_done=4,
+        max_sessions=None, region="lumbar", paused_at=None, resumed_at=None, ended_at=None,
+    )  # fmt: skip
+    facts = CourseFacts(
+        last_change_source="initial",
+        last_change_at=START_MIDNIGHT,
+        first_session_at=T0,
+        latest_adverse_events=(),
+    )
+    flat = [Point(T0 + timedelta(days=d), 0) for d in (-1, 1, 3, 5)]
+    points = {"pain-nrs": flat, "odi": flat}
+    params = registry()["standard-v2"]
+    read = analysis(course, facts, points, NOW, params)
+    assert {code: t.status for code, t in read.trends.items()} == {
+        "pain-nrs": "normal",
+        "odi": "normal",
+    }
+    assert read.primary == "pain-nrs"
+    written = verdict(course, facts, points, NOW, params)
+    assert (written.rule, written.evidence["primary_instrument"]) == ("no-deficit", "pain-nrs")
+    assert written == read.recommendation

@@ -488,6 +488,23 @@ async def test_an_observation_evaluates_only_the_course_it_belongs_to(
     assert (await recommendation(client, older))["evidence"]["sessions_done"] == 3
 
 
+async def test_a_single_observation_evaluates_only_the_course_it_belongs_to(
+    client: httpx.AsyncClient, engine: AsyncEngine, evaluations: list[str]
+) -> None:
+    """As a batch (above): one POST naming its course runs the policy on that course alone."""
+    older = await scenario(client, engine)
+    newer = await scenario(
+        client, engine, patient_id=older.patient_id, start_days_ago=3, sessions=[2]
+    )
+    await log_session(client, newer, days_ago=1, adverse_events=["local hematoma"])
+    evaluations.clear()
+
+    await record_one(client, older, 5, course_id=older.course_id)
+
+    assert evaluations == ["insufficient-data"]  # one value: nothing to judge yet
+    await assert_unchanged(client, newer)
+
+
 async def test_a_batch_is_judged_on_all_of_its_values_at_once(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

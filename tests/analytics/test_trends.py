@@ -112,6 +112,23 @@ def test_normal_mobility_is_normal_unless_it_falls_an_mcid_short_of_normal(
     assert result.status == status
 
 
+@pytest.mark.parametrize(
+    ("code", "after", "status"),
+    [
+        ("pain-nrs", 2, "worsening"),  # no pain at baseline, 2 points now: the MCID (2)
+        ("pain-nrs", 1, "normal"),  # less: within measurement error
+        ("finger-floor", 10, "worsening"),  # fingertips on the floor, then 10 cm: the MCID (10)
+        ("finger-floor", 9, "normal"),
+    ],
+)
+def test_no_deficit_where_lower_is_better_is_normal_unless_an_mcid_worse(
+    code: str, after: float, status: str
+) -> None:
+    """The same rule as for mobility, the other way round: worse is above the healthy end."""
+    result = trend(code, pts((-1, 0), (2, after), (4, after), (6, after)))
+    assert (result.baseline, result.current, result.status) == (0, after, status)
+
+
 def test_values_outside_the_window_are_ignored() -> None:
     too_early = Point(datetime(2026, 2, 10, tzinfo=UTC), 10)  # > 14 days before the start
     future = Point(NOW + timedelta(days=1), 0)
@@ -137,6 +154,38 @@ def test_insufficient_data_gives_nulls_not_errors(points: list[Point]) -> None:
     assert result.improvement_abs is None
     assert result.improvement_pct is None
     assert not result.mcid_reached
+
+
+@pytest.mark.parametrize(
+    ("points", "first_session_at", "reason"),
+    [
+        (pts((-1, 7), (2, 5)), T0, "fewer than 3 values in the course window"),
+        (
+            pts((-3, 7), (-2, 6), (-1, 7)),
+            None,
+            "no session yet: every value so far is the baseline",
+        ),
+        (
+            pts((1, 7), (2, 6), (3, 5)),
+            T0,
+            "no value before the first session: record a score before the next session's "
+            "injection (or the session's pain_before) to have a baseline",
+        ),
+        (pts((-3, 7), (-2, 6), (-1, 7)), T0, "no value after the first session yet"),
+    ],
+)
+def test_insufficient_data_says_why_and_still_shows_the_newest_value(
+    points: list[Point], first_session_at: datetime | None, reason: str
+) -> None:
+    result = trend("pain-nrs", points, first_session_at=first_session_at)
+    assert (result.status, result.reason) == ("insufficient-data", reason)
+    assert (result.n, result.n_used) == (len(points), len(points))
+    assert (result.last_value, result.last_recorded_at) == (
+        points[-1].value,
+        points[-1].recorded_at,
+    )
+    # The slope needs 3 values; with 3 or more it is there even with no response to measure.
+    assert (result.slope_per_week is None) == (len(points) < 3)
 
 
 def test_no_session_yet_means_no_response_to_measure() -> None:
@@ -272,6 +321,17 @@ def test_the_window_includes_both_ends() -> None:
     at_now = Point(NOW, 3)
     points = [Point(WINDOW_START - timedelta(microseconds=1), 10), at_start, *pts((1, 6), (2, 5))]
     points += [at_now, Point(NOW + timedelta(microseconds=1), 0)]
+    assert in_window(points, START, NOW, Thresholds()) == [at_start, *pts((1, 6), (2, 5)), at_now]
+    result = trend("pain-nrs", points)
+    assert (result.n, result.baseline, result.last_value) == (4, 8, 3)
+
+
+def test_the_window_includes_both_ends_whatever_the_order_of_the_points() -> None:
+    """Points out of time order are filtered rather than sliced: the same two ends count."""
+    at_start = Point(WINDOW_START, 8)
+    at_now = Point(NOW, 3)
+    points = [at_now, Point(NOW + timedelta(microseconds=1), 0), *pts((2, 5), (1, 6))]
+    points += [at_start, Point(WINDOW_START - timedelta(microseconds=1), 10)]
     assert in_window(points, START, NOW, Thresholds()) == [at_start, *pts((1, 6), (2, 5)), at_now]
     result = trend("pain-nrs", points)
     assert (result.n, result.baseline, result.last_value) == (4, 8, 3)
