@@ -78,9 +78,10 @@ class Settings(BaseSettings):
     # Receivers may use http (not only https) on these hosts: comma-separated names or
     # addresses, e.g. "127.0.0.1,localhost" for tests. Empty: https only.
     webhook_allowed_hosts: str = ""
-    # How often an idle dispatcher looks for new events and due deliveries.
+    # How often a dispatcher fans out new events and looks for due deliveries and heartbeats
+    # (it claims again as soon as an attempt ends, too).
     push_poll_seconds: float = Field(0.5, gt=0)
-    # One attempt's time limit (connect, send, answer); attempts in flight per process, and
+    # One attempt's time limit, in all (connect, send, answer); attempts in flight per process, and
     # per subscription (a slow receiver takes at most this many of the process's slots).
     push_timeout_seconds: float = Field(10, gt=0)
     push_concurrency: int = Field(16, ge=1)
