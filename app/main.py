@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import app.models  # noqa: F401  (every table: api_tokens' foreign keys name oauth_clients and devices)
 from app import ops
+from app.analytics.days import refreshing_in_background
 from app.analytics.registry import policies
 from app.analytics.router import router as analytics_router
 from app.audit.router import router as audit_router
@@ -320,8 +321,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _tune_garbage_collector()
         try:
             # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
-            async with purging_in_background(
-                state.sessionmaker, settings.idempotency_purge_seconds
+            async with (
+                purging_in_background(state.sessionmaker, settings.idempotency_purge_seconds),
+                refreshing_in_background(
+                    state.sessionmaker,
+                    settings.value_days_refresh_seconds,
+                    settings.value_days_settle_seconds,
+                ),
             ):
                 yield
         finally:

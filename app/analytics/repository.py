@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import Any, TypedDict
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Float,
     FromClause,
     FunctionElement,
+    Integer,
     Select,
     String,
     Text,
@@ -39,17 +41,23 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
+    true,
+    type_coerce,
+    union,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from app.analytics.models import CourseRecommendation
+from app.analytics.models import NO_COURSE, CourseRecommendation, ValueDay, ValueDayStale
 from app.analytics.registry import policies
+from app.analytics.trends import MAX_VALUES
 from app.core.db import UTCDateTime, table_of
 from app.courses.models import Course, FrequencyChange
 from app.observations.models import Observation
@@ -60,6 +68,8 @@ COURSES = table_of(Course)
 CHANGES = table_of(FrequencyChange)
 SESSIONS = table_of(TreatmentSession)
 RECOMMENDATIONS = table_of(CourseRecommendation)
+DAYS = table_of(ValueDay)
+STALE = table_of(ValueDayStale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +121,11 @@ class FrequencyChangeValues(TypedDict):
 
 
 # One stored value of a patient, as the trends read it: (instrument, recorded_at, id, value,
-# course_id); course_id None for a value stored without a course. A session's pain_before is
-# one too (its id is the session's). A plain tuple: the hot paths build thousands of them
-# straight from the database's arrays.
-Value = tuple[str, datetime, uuid.UUID, float, uuid.UUID | None]
+# course_id, n); course_id None for a value stored without a course. A session's pain_before is
+# one too (its id is the session's). n is 1, or a day's count for a day reduced ahead of the
+# read (a row of value_days: the median of n values at the median of their times). A plain
+# tuple: the hot paths build them straight from the database's arrays.
+Value = tuple[str, datetime, uuid.UUID, float, uuid.UUID | None, int]
 
 # The order of values everywhere: (recorded_at, id).
 value_order = itemgetter(1, 2)
@@ -284,13 +295,34 @@ def _window_start_sqlite(element: window_start, compiler: SQLCompiler, **kw: Any
     return f"datetime({start}, '-' || ({days}) || ' days')"
 
 
+class utc_day(FunctionElement[Any]):
+    """The UTC day of a timestamp, as a date (the key of ``value_days``)."""
+
+    type = Date()
+    inherit_cache = True
+    name = "utc_day"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_pg(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    (at,) = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({at}) AT TIME ZONE 'UTC')::date"
+
+
+@compiles(utc_day, "sqlite")
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    (at,) = (compiler.process(c, **kw) for c in element.clauses)
+    return f"date({at})"
+
+
 def values_of(
     courses: FromClause,
     patient: ColumnElement[Any] = bindparam("patient_id"),
     *,
     of_patients: Select[Any] | None = None,
 ) -> Select[Any]:
-    """The values of ``courses`` (their ``id`` and ``start_date``) as ``Value`` rows, from
+    """The values of ``courses`` (their ``id`` and ``start_date``) as ``Value`` rows (each
+    standing for 1 value), from
     the window of the earliest of them on (``window_days`` bound), in (recorded_at, id) order:
     the ``patient``'s observations that belong to one of them or to none, and their sessions'
     pain_before as pain-nrs values, unless a pain-nrs observation names that session.
@@ -304,47 +336,230 @@ def values_of(
     extra_o = [o.c.patient_id] if of_patients is not None else []
     extra_s = [SESSIONS.c.patient_id.label("patient_id")] if of_patients is not None else []
     observed = select(
-        o.c.instrument, o.c.recorded_at, o.c.id, o.c.value, o.c.course_id, *extra_o
+        o.c.instrument, o.c.recorded_at, o.c.id, o.c.value, o.c.course_id, _ONE, *extra_o
     ).where(
         whose,
         o.c.recorded_at >= since,
         or_(o.c.course_id.is_(None), o.c.course_id.in_(ids)),
     )
+    both = union_all(observed, _before_sessions(ids, since, extra_s)).subquery("course_values")
+    return select(*both.c).order_by(both.c.recorded_at, both.c.id)
+
+
+def _before_sessions(
+    ids: Select[Any], since: ColumnElement[Any], extra: Sequence[ColumnElement[Any]] = ()
+) -> Select[Any]:
+    """The sessions' pain_before of the courses ``ids`` as pain-nrs values from ``since``,
+    unless a pain-nrs observation names the session."""
+    o = OBSERVATIONS
     named = (
         select(o.c.id)
         .where(o.c.session_id == SESSIONS.c.id, o.c.instrument == "pain-nrs")
         .correlate(SESSIONS)
     )
-    before_sessions = select(
+    return select(
         literal("pain-nrs", String).label("instrument"),
         SESSIONS.c.performed_at.label("recorded_at"),
         SESSIONS.c.id.label("id"),
         cast(SESSIONS.c.pain_before, Float).label("value"),
         SESSIONS.c.course_id.label("course_id"),
-        *extra_s,
+        _ONE,
+        *extra,
     ).where(
         SESSIONS.c.course_id.in_(ids),
         SESSIONS.c.pain_before.is_not(None),
         SESSIONS.c.performed_at >= since,
         ~exists(named),
     )
-    both = union_all(observed, before_sessions).subquery("course_values")
+
+
+class midnight(FunctionElement[Any]):
+    """UTC midnight starting the date ``day`` plus ``days`` (a literal number of days)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "midnight"
+
+
+@compiles(midnight, "postgresql")
+def _midnight_pg(element: midnight, compiler: SQLCompiler, **kw: Any) -> str:
+    day, days = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({day}) + CAST({days} AS INTEGER))::timestamp AT TIME ZONE 'UTC'"
+
+
+@compiles(midnight, "sqlite")
+def _midnight_sqlite(element: midnight, compiler: SQLCompiler, **kw: Any) -> str:
+    day, days = (compiler.process(c, **kw) for c in element.clauses)
+    return f"datetime({day}, ({days}) || ' days')"
+
+
+def _new_days(dialect: str) -> Select[Any]:
+    """(instrument, day) of the values being recorded (``new_instruments``, ``new_days``):
+    arrays on PostgreSQL, JSON arrays on SQLite."""
+    if dialect == "postgresql":
+        pairs = func.unnest(
+            bindparam("new_instruments", type_=postgresql.ARRAY(String())),
+            bindparam("new_days", type_=postgresql.ARRAY(Date())),
+        ).table_valued("instrument", "day")
+        pairs = pairs.render_derived(name="new_values")
+        return select(pairs.c.instrument, pairs.c.day)
+    instruments = func.json_each(bindparam("new_instruments")).table_valued("key", "value")
+    days = func.json_each(bindparam("new_days")).table_valued("key", "value")
+    return select(
+        # type_coerce, not CAST: SQLite's CAST(... AS DATE) makes '2026-12-03' the number 2026.
+        instruments.c.value.label("instrument"), type_coerce(days.c.value, Date).label("day")
+    ).join_from(instruments, days, instruments.c.key == days.c.key)
+
+
+def reduced_values_of(
+    courses: FromClause, dialect: str, patient: ColumnElement[Any] = bindparam("patient_id")
+) -> Select[Any]:
+    """``values_of(courses)`` with a row of ``value_days`` in place of the values of a day
+    wherever that gives the same trends (docs/analytics.md, "Bounded cost"), each row ending
+    with how many values it stands for (``n``).
+
+    An instrument's values come as they are when any of the courses has at most
+    ``MAX_VALUES`` of them in clean days (below the threshold the trend reads each value,
+    and clean days only undercount: stale days are not counted, and the narrowest window of
+    the installed policies is, ``min_window_days``); otherwise a day comes as its row unless
+    it is *raw*: stale (its row is out of date or missing), held by two rows (two courses,
+    or a course and none: the trend of each course merges them), holding a value after
+    ``now``, or a day of a value being recorded (``new_instruments``/``new_days``: the plan
+    adds it to the day's values).
+    """
+    earliest = select(func.min(courses.c.start_date)).scalar_subquery()
+    since = window_start(earliest, bindparam("window_days"))
+    since_day = utc_day(since)
+    ids = select(courses.c.id)
+    no_course = literal(NO_COURSE, Uuid())
+    now = bindparam("now", type_=UTCDateTime())
+    d = DAYS
+    considered = (
+        select(d.c.instrument, d.c.day, d.c.course_key, d.c.n, d.c.recorded_at, d.c.value)
+        .add_columns(d.c.last_at, d.c.id)
+        .where(
+            d.c.patient_id == patient,
+            d.c.day >= since_day,
+            or_(d.c.course_key.in_(ids), d.c.course_key == no_course),
+        )
+        .cte("considered")
+    )
+    c = considered.c
+    raw_days = union(
+        select(c.instrument, c.day).group_by(c.instrument, c.day).having(func.count() > 1),
+        select(c.instrument, c.day).where(c.last_at > now),
+        select(STALE.c.instrument, STALE.c.day).where(
+            STALE.c.patient_id == patient, STALE.c.day >= since_day
+        ),
+        _new_days(dialect),
+    ).cte("raw_days")
+    clean = ~exists().where(raw_days.c.instrument == c.instrument, raw_days.c.day == c.day)
+    narrow = utc_day(window_start(courses.c.start_date, bindparam("min_window_days")))
+    small = (
+        select(c.instrument)
+        .select_from(courses)
+        .join(considered, or_(c.course_key == courses.c.id, c.course_key == no_course))
+        .where(c.day >= narrow, clean)
+        .group_by(courses.c.id, c.instrument)
+        .having(func.sum(c.n) <= MAX_VALUES)
+        .cte("small")
+    )
+    ranges = union_all(
+        select(
+            raw_days.c.instrument,
+            midnight(raw_days.c.day, literal_column("0")).label("opens"),
+            midnight(raw_days.c.day, literal_column("1")).label("closes"),
+        ).where(raw_days.c.instrument.not_in(select(small.c.instrument))),
+        select(
+            small.c.instrument, since.label("opens"), bindparam("until", type_=UTCDateTime())
+        ).distinct(),
+    ).cte("raw_ranges")
+    r = ranges.c
+
+    o = OBSERVATIONS
+    in_range = and_(
+        o.c.patient_id == patient,
+        o.c.instrument == r.instrument,
+        o.c.recorded_at >= r.opens,
+        o.c.recorded_at < r.closes,
+    )
+    columns = (o.c.instrument, o.c.recorded_at, o.c.id, o.c.value, o.c.course_id, _ONE)
+    owned = (o.c.recorded_at >= since, or_(o.c.course_id.is_(None), o.c.course_id.in_(ids)))
+    if dialect == "postgresql":
+        # A range at a time through the (patient, instrument, recorded_at) index: a plain
+        # join lets the planner hash every value of the patient's window instead (OFFSET 0
+        # keeps the subquery from being flattened into that join).
+        each = select(*columns).where(in_range, *owned).offset(0).lateral("raw_values")
+        observed = select(*each.c).select_from(ranges).join(each, true())
+    else:  # SQLite has no LATERAL; its nested loop reads the index a range at a time
+        observed = select(*columns).select_from(ranges).join(o, in_range).where(*owned)
+    sessions = _before_sessions(ids, since).where(
+        exists().where(
+            r.instrument == "pain-nrs",
+            SESSIONS.c.performed_at >= r.opens,
+            SESSIONS.c.performed_at < r.closes,
+        )
+    )
+    reduced = select(
+        c.instrument, c.recorded_at, c.id, c.value, func.nullif(c.course_key, no_course), c.n
+    ).where(
+        ~exists().where(
+            r.instrument == c.instrument, c.recorded_at >= r.opens, c.recorded_at < r.closes
+        )
+    )
+    both = union_all(observed, sessions, reduced).subquery("course_values")
     return select(*both.c).order_by(both.c.recorded_at, both.c.id)
 
 
+def window_params(
+    dialect: str, now: datetime, new: Iterable[tuple[str, datetime]] = ()
+) -> dict[str, Any]:
+    """The parameters of a ``reduced_values_of`` read at ``now`` with the values ``new``
+    (instrument, recorded_at) being recorded."""
+    instruments = [instrument for instrument, _ in new]
+    days = [recorded_at.astimezone(UTC).date() for _, recorded_at in new]
+    if dialect != "postgresql":
+        return {
+            "new_instruments": json.dumps(instruments),
+            "new_days": json.dumps([day.isoformat() for day in days]),
+            **_window_constants(now),
+        }
+    return {"new_instruments": instruments, "new_days": days, **_window_constants(now)}
+
+
+def _window_constants(now: datetime) -> dict[str, Any]:
+    widths = [p.window_days_before_start for p in policies().values()]
+    return {
+        "window_days": max(widths),
+        "min_window_days": min(widths),
+        "now": now,
+        "until": _UNTIL,
+    }
+
+
+_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
+_ONE = literal_column("1", Integer).label("n")
+_DIALECTS = ("postgresql", "sqlite")
 _COURSE_IDS = select(COURSES.c.id, COURSES.c.start_date)
-ACTIVE_VALUES = values_of(_COURSE_IDS.where(_ACTIVE).subquery())
-NAMED_VALUES = values_of(_COURSE_IDS.where(_NAMED).subquery())
-COURSE_VALUES = values_of(
-    _COURSE_IDS.where(_BY_ID).subquery(),
-    select(COURSES.c.patient_id).where(_BY_ID).scalar_subquery(),
-)
+ACTIVE_VALUES = {d: reduced_values_of(_COURSE_IDS.where(_ACTIVE).subquery(), d) for d in _DIALECTS}
+NAMED_VALUES = {d: reduced_values_of(_COURSE_IDS.where(_NAMED).subquery(), d) for d in _DIALECTS}
+COURSE_VALUES = {
+    d: reduced_values_of(
+        _COURSE_IDS.where(_BY_ID).subquery(),
+        d,
+        select(COURSES.c.patient_id).where(_BY_ID).scalar_subquery(),
+    )
+    for d in _DIALECTS
+}
 _COHORT = COURSES.c.id.in_(bindparam("course_ids", expanding=True))
 _COHORT_VALUES = values_of(
     _COURSE_IDS.where(_COHORT).subquery(),
     of_patients=select(COURSES.c.patient_id).where(_COHORT),
 )
-TREND_VALUES = values_of(_COURSE_IDS.where(_TREND).order_by(*_TREND_ORDER).limit(1).subquery())
+TREND_VALUES = {
+    d: reduced_values_of(_COURSE_IDS.where(_TREND).order_by(*_TREND_ORDER).limit(1).subquery(), d)
+    for d in _DIALECTS
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,13 +587,21 @@ def course_of(row: Mapping[str, Any]) -> tuple[PolicyCourse, CourseFacts]:
 
 
 async def read_inputs(
-    session: AsyncSession, courses: Select[Any], values: Select[Any], params: dict[str, Any]
+    session: AsyncSession,
+    courses: Select[Any],
+    values: Mapping[str, Select[Any]],
+    params: dict[str, Any],
+    now: datetime,
+    new: Iterable[tuple[str, datetime]] = (),
 ) -> PolicyInputs:
-    """Courses and their window's values on a session: two statements."""
+    """Courses and their window's values (``values`` by dialect, read at ``now`` with the
+    values ``new`` being recorded) on a session: two statements."""
     found = [course_of(r._mapping) for r in await session.execute(courses, params)]
     if not found:
         return PolicyInputs()
-    rows = await session.execute(values, {**params, "window_days": window_days()})
+    dialect = session.get_bind().dialect.name
+    window = window_params(dialect, now, new)
+    rows = await session.execute(values[dialect], {**params, **window})
     return PolicyInputs(found, [tuple(row) for row in rows])
 
 
@@ -386,10 +609,11 @@ class AnalyticsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def course_inputs(self, course_id: uuid.UUID) -> PolicyInputs:
-        """One course (whoever's) with its facts and values; no course when unknown."""
+    async def course_inputs(self, course_id: uuid.UUID, now: datetime) -> PolicyInputs:
+        """One course (whoever's) with its facts and values at ``now``; no course when
+        unknown."""
         return await read_inputs(
-            self.session, COURSE_BY_ID, COURSE_VALUES, {"course_id": course_id}
+            self.session, COURSE_BY_ID, COURSE_VALUES, {"course_id": course_id}, now
         )
 
     async def cohort_courses(

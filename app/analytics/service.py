@@ -110,9 +110,9 @@ def group_points(values: Iterable[Value], course_id: uuid.UUID) -> dict[str, lis
     """A course's values (those that belong to it, or to no course) as each instrument's
     points, in the values' order."""
     grouped: dict[str, list[Point]] = defaultdict(list)
-    for instrument, recorded_at, _, value, owner in values:
+    for instrument, recorded_at, _, value, owner, n in values:
         if owner is None or owner == course_id:
-            grouped[instrument].append(Point(recorded_at, value))
+            grouped[instrument].append(Point(recorded_at, value, n))
     return grouped
 
 
@@ -124,7 +124,7 @@ class AnalyticsService:
     async def analyse(self, course_id: uuid.UUID, now: datetime) -> CourseAnalysis:
         """Trends of every instrument with values in the course window, and the policy's say;
         404 for an unknown course."""
-        inputs = await self.repo.course_inputs(course_id)
+        inputs = await self.repo.course_inputs(course_id, now)
         if not inputs.courses:
             raise CourseNotFound(course_id)
         course, facts = inputs.courses[0]

@@ -42,6 +42,9 @@ SECONDS_PER_DAY = 86400
 class Point:
     recorded_at: datetime
     value: float
+    # How many values the point stands for: 1, or a day's count when the day was reduced
+    # ahead of the read (app/analytics/days.py; such a point is alone in its day).
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,7 @@ def instrument_trend(
     """The trend of ``points`` (in (recorded_at, id) order, or any order) of ``instrument`` in
     a course from ``start_date``."""
     window, _ = _window(points, window_start(start_date, thresholds), now)
-    n = len(window)
+    n = sum(p.weight for p in window)
     series = daily_medians(window) if n > MAX_VALUES else window
     used = len(series)
     if used < 3:
@@ -184,29 +187,32 @@ _NOTHING_AFTER = "no value after the first session yet"
 
 def daily_medians(series: Sequence[Point]) -> list[Point]:
     """One point per UTC day of a time-ordered series: the median of the day's values, at the
-    median of their times."""
+    median of their times. A point alone in its day is that day's point as it is (a day
+    reduced ahead of the read is one: its median is itself)."""
     reduced: list[Point] = []
-    day_values: list[float] = []
-    day_times: list[float] = []
+    day_points: list[Point] = []
     day = None
     for point in series:
-        stamp = point.recorded_at.timestamp()
-        this_day = stamp // SECONDS_PER_DAY
-        if this_day != day and day_values:
-            reduced.append(_median_point(day_times, day_values))
-            day_values, day_times = [], []
+        this_day = point.recorded_at.timestamp() // SECONDS_PER_DAY
+        if this_day != day and day_points:
+            reduced.append(median_point(day_points))
+            day_points = []
         day = this_day
-        day_values.append(point.value)
-        day_times.append(stamp)
-    if day_values:
-        reduced.append(_median_point(day_times, day_values))
+        day_points.append(point)
+    if day_points:
+        reduced.append(median_point(day_points))
     return reduced
 
 
-def _median_point(times: list[float], values: list[float]) -> Point:
+def median_point(day: Sequence[Point]) -> Point:
+    """The point of one day's time-ordered values: their median at the median of their times,
+    standing for all of them."""
+    if len(day) == 1:
+        return day[0]
     # The times are in order already; the median of an odd count is one of them.
-    middle = statistics.median(times)
-    return Point(datetime.fromtimestamp(middle, UTC), statistics.median(values))
+    middle = statistics.median([p.recorded_at.timestamp() for p in day])
+    value = statistics.median([p.value for p in day])
+    return Point(datetime.fromtimestamp(middle, UTC), value, sum(p.weight for p in day))
 
 
 def _no_response(

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "https://outcomes.example/fhir/NamingSystem/patient-external-id",
         pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s|,$\\]+$",
     )
+    # Bounded cost (app/analytics/days.py): every process recomputes, every
+    # value_days_refresh_seconds, the reduced days whose values changed at least
+    # value_days_settle_seconds ago (a day still receiving values waits until it is quiet).
+    # Until then a read takes that day's values as they are: the figures are the same.
+    value_days_refresh_seconds: float = Field(5, gt=0)
+    value_days_settle_seconds: float = Field(60, ge=0)
     # Push (app/push, docs/push.md). Every process runs a dispatcher unless this is off.
     push_dispatch: bool = True
     # Receivers may use http (not only https) on these hosts: comma-separated names or

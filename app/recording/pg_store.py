@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from app.analytics.repository import PolicyInputs, Value, course_of, window_days
+from app.analytics.repository import PolicyInputs, Value, course_of, window_params
 from app.audit.service import audit_event
 from app.auth.rules import AccessRecord
 from app.core.pg import Connection, Pool, connection
@@ -86,8 +86,15 @@ def raw(statement: Executable) -> RawStatement:
 
 
 def values_of_arrays(row: Mapping[str, Any]) -> list[Value]:
-    """The window's values of a row carrying them as five arrays (NULL when none)."""
-    arrays = (row["instruments"], row["times"], row["ids"], row["vals"], row["course_ids"])
+    """The window's values of a row carrying them as six arrays (NULL when none)."""
+    arrays = (
+        row["instruments"],
+        row["times"],
+        row["ids"],
+        row["vals"],
+        row["course_ids"],
+        row["weights"],
+    )
     if arrays[0] is None:
         return []
     return list(zip(*arrays, strict=True))
@@ -162,9 +169,16 @@ class PgUnit(SharedQueries):
         return await self._fetch(raw(statement), params)
 
     async def policy_inputs(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+        self,
+        patient_id: uuid.UUID,
+        course_id: uuid.UUID | None = None,
+        new: Sequence[tuple[str, datetime]] = (),
     ) -> PolicyInputs:
-        params = {"patient_id": patient_id, "course_id": course_id, "window_days": window_days()}
+        params = {
+            "patient_id": patient_id,
+            "course_id": course_id,
+            **window_params(self.dialect, self.received_at, new),
+        }
         statement = _PATIENT_INPUTS if course_id is None else _NAMED_INPUTS
         return _inputs(await self._fetch(statement, params))
 
@@ -227,7 +241,7 @@ class PgUnit(SharedQueries):
         params = {
             "patient_id": patient_id,
             "course_id": course_id,
-            "window_days": window_days(),
+            **window_params(self.dialect, self.received_at),
             **audit_params(self.access, 200),
         }
         records = await self._fetch(_TREND_INPUTS, params)

@@ -159,7 +159,7 @@ def same_content(stored: Mapping[str, Any], patient_id: uuid.UUID, data: Observa
 
 
 def _value(row: Mapping[str, Any]) -> Value:
-    return row["instrument"], row["recorded_at"], row["id"], row["value"], row["course_id"]
+    return row["instrument"], row["recorded_at"], row["id"], row["value"], row["course_id"], 1
 
 
 @dataclass(slots=True)
@@ -235,7 +235,7 @@ class RecordingService:
             "received_at": now,
         }
         async with self.store.unit() as db:
-            inputs = await db.policy_inputs(patient_id)
+            inputs = await db.policy_inputs(patient_id, new=[(data.instrument, data.recorded_at)])
             courses = spans(inputs)
             if data.course_id is not None or data.session_id is not None:
                 row["course_id"] = await self._check_references(db, patient_id, data)
@@ -259,8 +259,9 @@ class RecordingService:
         with the request's audit row and the policy's changes."""
         outcomes, candidates = _parse(items)
         now = self.received_at
+        new = [(c.data.instrument, c.data.recorded_at) for c in candidates]
         async with self.store.unit(transaction=True) as db:
-            inputs = await db.policy_inputs(patient_id)
+            inputs = await db.policy_inputs(patient_id, new=new)
             courses = spans(inputs)
             if any(c.data.course_id or c.data.session_id for c in candidates):
                 if not await db.patient_exists(patient_id):  # a 404 before any item's error
@@ -275,9 +276,9 @@ class RecordingService:
             ]
             stored_ids = await db.write_batch(patient_id, now, rows, created)
             if stored_ids:  # one policy evaluation for the whole batch, counting its values
-                new = [_value(r) for r in rows if r["id"] in stored_ids]
-                concerned = set().union(*(concerned_by(courses, v[4], v[1]) for v in new))
-                planned = plan(inputs, new, now, concerned)
+                added = [_value(r) for r in rows if r["id"] in stored_ids]
+                concerned = set().union(*(concerned_by(courses, v[4], v[1]) for v in added))
+                planned = plan(inputs, added, now, concerned)
                 await db.apply(planned.changes, planned.writes)
             existing = await db.stored([c.id for c in candidates if c.id not in stored_ids])
         # Ids that were already stored (by an earlier request or a concurrent one).

@@ -51,15 +51,21 @@ class SessionUnit(SharedQueries):
         return cast("Sequence[Mapping[str, Any]]", result.mappings().all())
 
     async def policy_inputs(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+        self,
+        patient_id: uuid.UUID,
+        course_id: uuid.UUID | None = None,
+        new: Sequence[tuple[str, datetime]] = (),
     ) -> PolicyInputs:
+        now = self.received_at
         if course_id is None:
             params = {"patient_id": patient_id}
             return await read_inputs(
-                self.session, reads.PATIENT_COURSES, reads.ACTIVE_VALUES, params
+                self.session, reads.PATIENT_COURSES, reads.ACTIVE_VALUES, params, now, new
             )
         params = {"patient_id": patient_id, "course_id": course_id}
-        return await read_inputs(self.session, reads.NAMED_COURSE, reads.NAMED_VALUES, params)
+        return await read_inputs(
+            self.session, reads.NAMED_COURSE, reads.NAMED_VALUES, params, now, new
+        )
 
     async def write_one(
         self, row: Mapping[str, Any], changes: Sequence[PlannedChange], writes: Writes = NOTHING
@@ -143,7 +149,9 @@ class SessionUnit(SharedQueries):
         self, patient_id: uuid.UUID, course_id: uuid.UUID | None
     ) -> TrendInputs | None:
         params: dict[str, Any] = {"patient_id": patient_id, "course_id": course_id}
-        inputs = await read_inputs(self.session, reads.TREND_COURSE, reads.TREND_VALUES, params)
+        inputs = await read_inputs(
+            self.session, reads.TREND_COURSE, reads.TREND_VALUES, params, self.received_at
+        )
         if not inputs.courses:
             return None
         course, facts = inputs.courses[0]

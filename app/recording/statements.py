@@ -51,7 +51,7 @@ from app.analytics.repository import (
     RECOMMENDATIONS,
     SESSIONS,
     TREND_COURSE,
-    values_of,
+    reduced_values_of,
 )
 from app.audit.models import AuditEvent
 from app.core.db import UTCDateTime, table_of
@@ -177,7 +177,7 @@ PATIENT_EXISTS = select(exists().where(PATIENTS.c.id == bindparam("patient_id"))
 
 
 def _window_arrays(values: Select[Any]) -> Select[Any]:
-    """The window's values as five arrays, in the order of ``values`` (its ORDER BY: the
+    """The window's values as six arrays, in the order of ``values`` (its ORDER BY: the
     aggregates read the ordered subquery, one sort for all): asyncpg decodes them in C."""
     window = values.subquery("windowed")
     arrays = select(
@@ -186,6 +186,7 @@ def _window_arrays(values: Select[Any]) -> Select[Any]:
         func.array_agg(window.c.id).label("ids"),
         func.array_agg(window.c.value).label("vals"),
         func.array_agg(window.c.course_id).label("course_ids"),
+        func.array_agg(window.c.n).label("weights"),
     )
     return cast("Select[Any]", arrays)
 
@@ -197,7 +198,8 @@ def courses_with_window(courses: Select[Any], *, active_only: bool) -> Select[An
     owners = select(found.c.id, found.c.start_date)
     if active_only:
         owners = owners.where(found.c.status == "active")
-    arrays = _window_arrays(values_of(owners.subquery("owners"))).subquery("window_values")
+    values = reduced_values_of(owners.subquery("owners"), "postgresql")
+    arrays = _window_arrays(values).subquery("window_values")
     return (
         select(*found.c, *arrays.c)
         .select_from(found.join(arrays, true()))
@@ -402,7 +404,7 @@ PG_APPLY = _apply()
 
 # A trend read: its course and window, and the request's audit row when there is a course.
 _trend = TREND_COURSE.cte("courses")
-_trend_window = _window_arrays(values_of(_trend)).subquery("window_values")
+_trend_window = _window_arrays(reduced_values_of(_trend, "postgresql")).subquery("window_values")
 PG_TREND_INPUTS = (
     select(*_trend.c, *_trend_window.c)
     .select_from(_trend.join(_trend_window, true()))

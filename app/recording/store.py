@@ -85,7 +85,10 @@ class RecordingUnit(Protocol):
     """One connection's worth of a recording (for a batch, one transaction)."""
 
     async def policy_inputs(
-        self, patient_id: uuid.UUID, course_id: uuid.UUID | None = None
+        self,
+        patient_id: uuid.UUID,
+        course_id: uuid.UUID | None = None,
+        new: Sequence[tuple[str, datetime]] = (),
     ) -> PolicyInputs:
         """Every course of the patient (newest first) with the values of the active ones; or
         the one named, active or not, with its values."""

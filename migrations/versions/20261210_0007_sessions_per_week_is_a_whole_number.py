@@ -34,7 +34,7 @@ ROUNDED = (
 
 def upgrade() -> None:
     for table in TABLES:
-        op.execute(f"UPDATE {table} SET sessions_per_week = {ROUNDED}")  # noqa: S608
+        op.execute(f"UPDATE {table} SET sessions_per_week = {ROUNDED}")
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_constraint(op.f(f"ck_{table}_frequency_range"), type_="check")
             batch_op.alter_column(

@@ -353,7 +353,7 @@ def test_split_baseline_follows_its_rule(points: list[Point], minutes: int) -> N
 
 def _daily_reference(points: list[Point]) -> list[Point]:
     """One point per UTC date, written out plainly: the day's median value at the median of
-    its times."""
+    its times, standing for the day's values."""
     days: dict[date, list[Point]] = {}
     for p in points:
         days.setdefault(p.recorded_at.date(), []).append(p)
@@ -363,7 +363,9 @@ def _daily_reference(points: list[Point]) -> list[Point]:
         middle = statistics.median(stamps)
         reduced.append(
             Point(
-                datetime.fromtimestamp(middle, UTC), statistics.median(p.value for p in day_points)
+                datetime.fromtimestamp(middle, UTC),
+                statistics.median(p.value for p in day_points),
+                len(day_points),
             )
         )
     return reduced

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -17,32 +17,11 @@ from app.core.db import table_of
 from app.courses.models import Course
 from app.observations.models import Observation
 from app.patients.models import Patient
-from tests.migrations.support import drop_scratch, scratch_database
+from tests.migrations.support import course_row, drop_scratch, scratch_database
 from tests.support import migrate
 
 NOW = datetime.now(UTC)
 PATIENTS, COURSES, OBSERVATIONS = table_of(Patient), table_of(Course), table_of(Observation)
-
-
-def _course(
-    course_id: uuid.UUID, patient_id: uuid.UUID, region: str, start: date, status: str
-) -> dict[str, Any]:
-    return {
-        "id": course_id,
-        "patient_id": patient_id,
-        "indication": "spine pain",
-        "region": region,
-        "technique": "paravertebral",
-        "start_date": start,
-        "sessions_per_week": 3,
-        "adjustment": "auto",
-        "status": status,
-        "phase": "induction",
-        "sessions_done": 0,
-        "policy": "standard-v1",
-        "created_at": NOW,
-        "updated_at": NOW - timedelta(days=2) if status == "completed" else NOW,
-    }
 
 
 async def test_observations_without_a_course_get_the_one_they_fit(
@@ -70,9 +49,9 @@ async def test_observations_without_a_course_get_the_one_they_fit(
                 insert(PATIENTS).values(id=patient, name="A", created_at=NOW, updated_at=NOW)
             )
             for course in (
-                _course(lumbar, patient, "lumbar", today - timedelta(days=10), "active"),
-                _course(cervical, patient, "Neck (C5-C6)", today - timedelta(days=10), "active"),
-                _course(old, patient, "low back", today - timedelta(days=70), "completed"),
+                course_row(lumbar, patient, "lumbar", today - timedelta(days=10), "active"),
+                course_row(cervical, patient, "Neck (C5-C6)", today - timedelta(days=10), "active"),
+                course_row(old, patient, "low back", today - timedelta(days=70), "completed"),
             ):
                 await conn.execute(insert(COURSES).values(**course))
             for name, (instrument, value, recorded_at) in observations.items():

@@ -259,7 +259,7 @@ async def _seed(client: httpx.AsyncClient) -> tuple[uuid.UUID, list[uuid.UUID], 
         stored = response.json()
         owner = uuid.UUID(stored["course_id"]) if stored["course_id"] else None
         recorded = datetime.fromisoformat(stored["recorded_at"])
-        values.append(("pain-nrs", recorded, uuid.UUID(stored["id"]), value, owner))
+        values.append(("pain-nrs", recorded, uuid.UUID(stored["id"]), value, owner, 1))
     assert [v[4] for v in values[:3]] == [None, uuid.UUID(old["id"]), uuid.UUID(old["id"])]
     # The widest window starts 14 days before the earliest start date (30 days ago).
     since = datetime.combine(today - timedelta(days=44), datetime.min.time(), tzinfo=UTC)
