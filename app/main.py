@@ -325,6 +325,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 purging_in_background(state.sessionmaker, settings.idempotency_purge_seconds),
                 refreshing_in_background(
                     state.sessionmaker,
+                    state.read_sessionmaker,
                     settings.value_days_refresh_seconds,
                     settings.value_days_settle_seconds,
                 ),

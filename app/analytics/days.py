@@ -167,12 +167,19 @@ async def recompute_settled(
     settle_seconds: float,
     limit: int = _ROUND,
     now: datetime | None = None,
+    reader: async_sessionmaker[AsyncSession] | None = None,
 ) -> int:
     """Recompute up to ``limit`` stale days marked at least ``settle_seconds`` before ``now``,
-    in one transaction: how many were looked at (``limit``: there may be more)."""
-    settled_by = (now or utcnow()) - timedelta(seconds=settle_seconds)
+    in one transaction: how many were looked at (``limit``: there may be more). With a
+    ``reader`` (sessions without a transaction), a round with nothing to do writes nothing:
+    on SQLite it does not take the write lock."""
+    params = {"settled_by": (now or utcnow()) - timedelta(seconds=settle_seconds), "limit": 1}
+    if reader is not None:
+        async with reader() as session:
+            if (await session.execute(SETTLED, params)).first() is None:
+                return 0
     async with sessionmaker() as session, session.begin():
-        days = (await session.execute(SETTLED, {"settled_by": settled_by, "limit": limit})).all()
+        days = (await session.execute(SETTLED, params | {"limit": limit})).all()
         for day in days:
             if await lock_day(session, day):
                 await recompute(session, day)
@@ -180,13 +187,17 @@ async def recompute_settled(
 
 
 async def _refresh_forever(
-    sessionmaker: async_sessionmaker[AsyncSession], every_seconds: float, settle_seconds: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    reader: async_sessionmaker[AsyncSession],
+    every_seconds: float,
+    settle_seconds: float,
 ) -> None:
     while True:
         try:
             more = True
             while more:  # a full round: there may be more; requests get their turn between
-                more = await recompute_settled(sessionmaker, settle_seconds) == _ROUND
+                done = await recompute_settled(sessionmaker, settle_seconds, reader=reader)
+                more = done == _ROUND
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the database is down, say: try again later
@@ -196,10 +207,17 @@ async def _refresh_forever(
 
 @asynccontextmanager
 async def refreshing_in_background(
-    sessionmaker: async_sessionmaker[AsyncSession], every_seconds: float, settle_seconds: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    reader: async_sessionmaker[AsyncSession],
+    every_seconds: float,
+    settle_seconds: float,
 ) -> AsyncIterator[None]:
-    """Recompute settled stale days every ``every_seconds`` while the app runs."""
-    task = asyncio.create_task(_refresh_forever(sessionmaker, every_seconds, settle_seconds))
+    """Recompute settled stale days every ``every_seconds`` while the app runs (0: never)."""
+    if every_seconds <= 0:
+        yield
+        return
+    refresh = _refresh_forever(sessionmaker, reader, every_seconds, settle_seconds)
+    task = asyncio.create_task(refresh, name="value-days-refresh")
     try:
         yield
     finally:

@@ -407,7 +407,8 @@ def _new_days(dialect: str) -> Select[Any]:
     days = func.json_each(bindparam("new_days")).table_valued("key", "value")
     return select(
         # type_coerce, not CAST: SQLite's CAST(... AS DATE) makes '2026-12-03' the number 2026.
-        instruments.c.value.label("instrument"), type_coerce(days.c.value, Date).label("day")
+        instruments.c.value.label("instrument"),
+        type_coerce(days.c.value, Date).label("day"),
     ).join_from(instruments, days, instruments.c.key == days.c.key)
 
 

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     # value_days_refresh_seconds, the reduced days whose values changed at least
     # value_days_settle_seconds ago (a day still receiving values waits until it is quiet).
     # Until then a read takes that day's values as they are: the figures are the same.
-    value_days_refresh_seconds: float = Field(5, gt=0)
+    # 0 turns the refresh off in this process (another process, or none: reads stay exact).
+    value_days_refresh_seconds: float = Field(5, ge=0)
     value_days_settle_seconds: float = Field(60, ge=0)
     # Push (app/push, docs/push.md). Every process runs a dispatcher unless this is off.
     push_dispatch: bool = True

@@ -11,6 +11,7 @@ days above and below 100 values, and any part of the stale days recomputed.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import random
 import uuid
@@ -37,8 +38,11 @@ from app.analytics.repository import (
     window_days,
 )
 from app.analytics.service import course_trends, group_points, policy_of
+from app.core.config import Settings
 from app.core.db import create_sessionmaker
+from app.main import create_app
 from tests.factories import API, create_course, create_patient
+from tests.support import Issue, serving
 
 TODAY = datetime.now(UTC).date()
 NOW = datetime.combine(TODAY, time(12), tzinfo=UTC)
@@ -297,3 +301,35 @@ async def test_two_processes_never_recompute_one_day_at_once(
     async with sessionmaker() as session:
         assert (await session.execute(select(DAYS.c.n))).scalar_one() == 1
         assert (await session.scalar(select(func.count()).select_from(STALE))) == 0
+
+
+async def test_the_service_recomputes_settled_days_by_itself(
+    settings: Settings, engine: AsyncEngine, issue_token: Issue
+) -> None:
+    """A served app's own background refresh (a short settle time): the day of a POST gets
+    its row, and its marks go, without anyone asking."""
+    token = await issue_token("clinician")
+    quick = settings.model_copy(
+        update={"value_days_refresh_seconds": 0.1, "value_days_settle_seconds": 0}
+    )
+    with serving(create_app(quick)) as base:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers) as api:
+            course = await create_course(api)
+            at = datetime.now(UTC) - timedelta(hours=1)
+            for value in (3, 5):
+                body = {"instrument": "pain-nrs", "value": value, "recorded_at": at.isoformat()}
+                response = await api.post(
+                    f"{API}/patients/{course['patient_id']}/observations", json=body
+                )
+                assert response.status_code == 201, response.text
+            sessionmaker = create_sessionmaker(engine)
+            for _ in range(100):
+                async with sessionmaker() as session:
+                    rows = (await session.execute(select(DAYS.c.n, DAYS.c.value))).all()
+                    marks = await session.scalar(select(func.count()).select_from(STALE))
+                if rows and not marks:
+                    break
+                await asyncio.sleep(0.1)
+    assert [tuple(row) for row in rows] == [(2, 4.0)]
+    assert marks == 0
