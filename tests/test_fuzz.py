@@ -63,7 +63,7 @@ from app.courses.schemas import FrequencyChangeCreate
 from app.main import NOT_BLANK, create_app
 from app.oauth import jwks
 from app.observations.errors import InvalidReference
-from app.push.service_rules import HTTP_REFUSED
+from app.push.schemas import HTTP_REFUSED
 from tests.factories import API, create_patient
 from tests.support import Issue, assert_problem, delete_rows
 
