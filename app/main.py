@@ -41,8 +41,10 @@ from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
 from app.oauth.discovery import router as discovery_router
+from app.oauth.key_sets import KeySets
 from app.oauth.registration import router as clients_router
 from app.oauth.router import install_oauth
+from app.oauth.state import OAuthState, set_oauth_state
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
 from app.push.dispatcher import Dispatcher
@@ -313,6 +315,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         set_auth_state(app, AuthState(token_cache, listener))
         if listener is not None:
             listener.start()
+        key_sets = KeySets.from_settings(settings)  # clients' jwks_url, fetched and kept
+        set_oauth_state(app, OAuthState(key_sets))
         # Push: every process delivers the outbox (app/push/dispatcher.py).
         dispatcher = Dispatcher(state.sessionmaker, settings) if settings.push_dispatch else None
         if dispatcher is not None:
@@ -329,6 +333,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await dispatcher.stop()
             if listener is not None:
                 await listener.stop()
+            await key_sets.aclose()
             if state.raw_pool is not None:
                 await state.raw_pool.close()
             await engine.dispose()
