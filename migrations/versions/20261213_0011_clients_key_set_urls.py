@@ -33,10 +33,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    url_clients = "SELECT id FROM oauth_clients WHERE jwks IS NULL"
     op.execute(
-        "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP"
-        f" WHERE revoked_at IS NULL AND client_id IN ({url_clients})"
+        "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE revoked_at IS NULL"
+        " AND client_id IN (SELECT id FROM oauth_clients WHERE jwks IS NULL)"
     )
     op.execute(
         "UPDATE oauth_clients SET jwks = '{\"keys\": []}', jwks_url = NULL,"
