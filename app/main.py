@@ -32,6 +32,7 @@ from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.state import AppState, set_app_state
 from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
 from app.courses.router import router as courses_router
+from app.credentials.purge import purging_in_background as purging_dead_credentials
 from app.dashboard import install_pages
 from app.dashboard.headers import BrowserPageHeaders
 from app.dashboard.router import PAGE_PREFIXES
@@ -323,9 +324,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dispatcher.start()
         _tune_garbage_collector()
         try:
-            # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
-            async with purging_in_background(
-                state.sessionmaker, settings.idempotency_purge_seconds
+            # Expired Idempotency-Keys and dead credentials are purged while the app runs
+            # (stopped before dispose).
+            async with (
+                purging_in_background(state.sessionmaker, settings.idempotency_purge_seconds),
+                purging_dead_credentials(state.sessionmaker, settings),
             ):
                 yield
         finally:

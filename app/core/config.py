@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     oauth_jwks_timeout_seconds: float = Field(5, gt=0, le=60)
     oauth_jwks_cache_seconds: float = Field(300, gt=0, le=3600)
     oauth_jwks_refetch_seconds: float = Field(30, ge=0, le=3600)
+    # Dead credentials (app/credentials/purge.py): access tokens expired or revoked, enrolment
+    # codes expired or burned, refresh tokens expired or revoked, are deleted once they have
+    # been dead this long (kept meanwhile for GET /tokens and for investigating); every
+    # process looks for them every credential_purge_seconds. Spent assertion ids and the token
+    # endpoint's old failure counts, which serve nothing once out of their window, go then too.
+    credential_retention_hours: float = Field(168, ge=0)
+    credential_purge_seconds: float = Field(3600, gt=0)
 
     @property
     def jwks_http_hosts(self) -> frozenset[str]:
