@@ -86,8 +86,11 @@ async def _reset_postgres(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    # The push dispatcher runs only in the apps of the tests that use it (tests/push).
-    return Settings(database_url=database_url, push_dispatch=False)
+    # The push dispatcher, and the purge of dead credentials, run only in the apps of the
+    # tests that use them (tests/push, tests/credentials): a background task of the session's
+    # app only runs while an async test does, and one stopped mid-transaction by a sync test
+    # would hold SQLite's write lock through it.
+    return Settings(database_url=database_url, push_dispatch=False, credential_purge_seconds=0)
 
 
 @pytest.fixture(scope="session")

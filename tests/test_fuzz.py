@@ -69,7 +69,7 @@ from tests.factories import API, create_patient
 from tests.support import Issue, assert_problem, delete_rows
 
 MAX_EXAMPLES = 20  # per operation, in the fuzzing phase (the coverage phase adds its own)
-STATEFUL_SCENARIOS = 40
+STATEFUL_SCENARIOS = 70
 STATEFUL_STEPS = 8
 # The known failures of some entries depend on the database (tests/conftest.py picks it).
 DATABASE = (

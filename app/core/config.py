@@ -128,10 +128,12 @@ class Settings(BaseSettings):
     # Dead credentials (app/credentials/purge.py): access tokens expired or revoked, enrolment
     # codes expired or burned, refresh tokens expired or revoked, are deleted once they have
     # been dead this long (kept meanwhile for GET /tokens and for investigating); every
-    # process looks for them every credential_purge_seconds. Spent assertion ids and the token
-    # endpoint's old failure counts, which serve nothing once out of their window, go then too.
+    # process looks for them every credential_purge_seconds (0: never, for a deployment that
+    # runs `outcomes tokens purge` on a schedule of its own instead). Spent assertion ids and
+    # the token endpoint's old failure counts, which serve nothing once out of their window,
+    # go then too.
     credential_retention_hours: float = Field(168, ge=0)
-    credential_purge_seconds: float = Field(3600, gt=0)
+    credential_purge_seconds: float = Field(3600, ge=0)
 
     @property
     def jwks_http_hosts(self) -> frozenset[str]:

@@ -17,9 +17,11 @@ once the assertion has expired (with the clock skew: app/oauth/backend_services.
 token endpoint's failure counts of windows that no longer count (app/oauth/throttle.py).
 Both are also trimmed as token requests come; the purge covers the times none come.
 
-Every process of the service purges every OUTCOMES_CREDENTIAL_PURGE_SECONDS (the DELETEs are
-idempotent: several processes at once only repeat a little work), in batches of BATCH rows,
-each in a transaction of its own, so a first purge after a long time holds no lock for long.
+Every process of the service purges when it starts and every OUTCOMES_CREDENTIAL_PURGE_SECONDS
+(0: never; `outcomes tokens purge` on a schedule instead), in batches of BATCH rows, each in a
+transaction of its own, so a first purge after a long time holds no lock for long. Processes
+purging at once take disjoint rows (PostgreSQL: SKIP LOCKED), and a row one skipped goes at
+its next round.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -119,9 +121,11 @@ async def _purge(sessionmaker: async_sessionmaker[AsyncSession], settings: Setti
 
 def purging_in_background(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
-) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+) -> AbstractAsyncContextManager[asyncio.Task[None] | None]:
     """Purge dead credentials now and every OUTCOMES_CREDENTIAL_PURGE_SECONDS while the app
-    runs."""
+    runs (never, when it is 0)."""
+    if settings.credential_purge_seconds <= 0:
+        return nullcontext()
     return repeating(
         "purging dead credentials",
         settings.credential_purge_seconds,
