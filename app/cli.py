@@ -26,6 +26,7 @@ from app.core.config import Settings, get_settings, to_async_url
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import AppError, validation_errors
 from app.core.migrations import SchemaState, schema_state, upgrade
+from app.credentials.purge import Purged, purge_dead_credentials
 
 log = logging.getLogger("outcomes")
 
@@ -166,6 +167,25 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _purge_credentials(settings: Settings) -> Purged:
+    engine = create_engine(settings)
+    try:
+        return await purge_dead_credentials(create_sessionmaker(engine), settings)
+    finally:
+        await engine.dispose()
+
+
+def cmd_tokens_purge(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    _require_latest_schema(settings.database_url)
+    purged = asyncio.run(_purge_credentials(settings))
+    print(
+        f"purged {purged}; dead for more than {settings.credential_retention_hours:g} hours "
+        "(OUTCOMES_CREDENTIAL_RETENTION_HOURS)"
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -273,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--patient", type=uuid.UUID, help="the patient a patient token is bound to")
     create.add_argument("--expires-in", type=float, metavar="DAYS", help="default: no expiry")
     create.set_defaults(func=cmd_tokens_create)
+    purge = tokens_sub.add_parser(
+        "purge",
+        help="delete dead credentials now (the service does it every hour too)",
+        description="Delete access tokens, enrolment codes and refresh tokens dead (expired, "
+        "revoked, burned) for more than OUTCOMES_CREDENTIAL_RETENTION_HOURS, spent assertion "
+        "ids and old failure counts; the audit trail is kept.",
+    )
+    purge.set_defaults(func=cmd_tokens_purge)
 
     migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)

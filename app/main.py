@@ -33,6 +33,7 @@ from app.core.limits import BodySizeLimitMiddleware, RateLimitMiddleware
 from app.core.state import AppState, set_app_state
 from app.core.telemetry import TelemetryMiddleware, withhold_exception_messages
 from app.courses.router import router as courses_router
+from app.credentials.purge import purging_in_background as purging_dead_credentials
 from app.dashboard import install_pages
 from app.dashboard.headers import BrowserPageHeaders
 from app.dashboard.router import PAGE_PREFIXES
@@ -42,8 +43,10 @@ from app.fhir.router import install_fhir
 from app.idempotency.middleware import IdempotencyMiddleware, store_key_with_write
 from app.idempotency.service import purging_in_background
 from app.oauth.discovery import router as discovery_router
+from app.oauth.key_sets import KeySets
 from app.oauth.registration import router as clients_router
 from app.oauth.router import install_oauth
+from app.oauth.state import OAuthState, set_oauth_state
 from app.observations.router import router as observations_router
 from app.patients.router import router as patients_router
 from app.push.dispatcher import Dispatcher
@@ -314,15 +317,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         set_auth_state(app, AuthState(token_cache, listener))
         if listener is not None:
             listener.start()
+        key_sets = KeySets.from_settings(settings)  # clients' jwks_url, fetched and kept
+        set_oauth_state(app, OAuthState(key_sets))
         # Push: every process delivers the outbox (app/push/dispatcher.py).
         dispatcher = Dispatcher(state.sessionmaker, settings) if settings.push_dispatch else None
         if dispatcher is not None:
             dispatcher.start()
         _tune_garbage_collector()
         try:
-            # Expired Idempotency-Keys are purged while the app runs (stopped before dispose).
+            # Expired Idempotency-Keys and dead credentials are purged, and settled days of
+            # long courses recomputed, while the app runs (stopped before dispose).
             async with (
                 purging_in_background(state.sessionmaker, settings.idempotency_purge_seconds),
+                purging_dead_credentials(state.sessionmaker, settings),
                 refreshing_in_background(
                     state.sessionmaker,
                     state.read_sessionmaker,
@@ -336,6 +343,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await dispatcher.stop()
             if listener is not None:
                 await listener.stop()
+            await key_sets.aclose()
             if state.raw_pool is not None:
                 await state.raw_pool.close()
             await engine.dispose()

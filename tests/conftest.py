@@ -86,11 +86,16 @@ async def _reset_postgres(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    # The push dispatcher runs only in the apps of the tests that use it (tests/push). Nor does
-    # the value_days refresh (tests call it): a background task of the session app runs only
-    # while an async test does, and one stopped mid-transaction by a sync test would hold
-    # SQLite's write lock through it.
-    return Settings(database_url=database_url, push_dispatch=False, value_days_refresh_seconds=0)
+    # The push dispatcher, the purge of dead credentials and the value_days refresh run only
+    # in the apps of the tests that use them (tests/push, tests/credentials, tests/analytics):
+    # a background task of the session's app only runs while an async test does, and one
+    # stopped mid-transaction by a sync test would hold SQLite's write lock through it.
+    return Settings(
+        database_url=database_url,
+        push_dispatch=False,
+        credential_purge_seconds=0,
+        value_days_refresh_seconds=0,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,17 +12,20 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, insert, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.auth.models import ApiToken
 from app.cli import main
 from app.core.config import Settings, get_settings, to_async_url
+from app.core.db import table_of
 from app.core.migrations import head_revisions, schema_state
 from app.main import create_app
 from tests.migrations.support import drop_scratch, scratch_database
@@ -231,6 +234,34 @@ def test_tokens_create_argument_errors_exit_2(
     assert stored_tokens(fresh_db) == []
 
 
+def test_tokens_purge_deletes_dead_credentials_and_says_how_many(
+    fresh_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate"]) == 0
+    now = datetime.now(UTC)
+    dead, alive = uuid.uuid4(), uuid.uuid4()
+    engine = create_engine(fresh_db)
+    try:
+        with engine.begin() as conn:
+            for token_id, expires_at in ((dead, now - timedelta(days=8)), (alive, None)):
+                conn.execute(
+                    insert(table_of(ApiToken)).values(
+                        id=token_id, token_hash=token_id.hex * 2, role="admin",
+                        created_at=now - timedelta(days=30), expires_at=expires_at,
+                    )
+                )  # fmt: skip
+    finally:
+        engine.dispose()
+    capsys.readouterr()
+
+    assert main(["tokens", "purge"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("purged 1 access tokens, 0 enrolment codes, 0 refresh tokens")
+    assert "dead for more than 168 hours (OUTCOMES_CREDENTIAL_RETENTION_HOURS)" in out
+    assert [digest for _, _, digest in stored_tokens(fresh_db)] == [alive.hex * 2]
+
+
 def test_tokens_create_help_names_its_options(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["tokens", "create", "--help"])
@@ -351,8 +382,14 @@ def test_serve_migrates_when_asked_and_the_sqlite_default_always(
 @pytest.mark.usefixtures("fresh_settings")
 @pytest.mark.parametrize(
     "argv",
-    [["serve"], ["migrate"], ["tokens", "create", "--role", "admin"], ["demo", "--patients", "1"]],
-    ids=["serve", "migrate", "tokens-create", "demo"],
+    [
+        ["serve"],
+        ["migrate"],
+        ["tokens", "create", "--role", "admin"],
+        ["tokens", "purge"],
+        ["demo", "--patients", "1"],
+    ],
+    ids=["serve", "migrate", "tokens-create", "tokens-purge", "demo"],
 )
 def test_every_command_on_a_newer_schema_says_so_in_one_line(
     scratch_url: str,

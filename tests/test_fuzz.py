@@ -62,13 +62,14 @@ from app.core.db import create_engine, create_sessionmaker
 from app.courses.schemas import FrequencyChangeCreate
 from app.main import NOT_BLANK, create_app
 from app.oauth import jwks
+from app.oauth.service import JWKS_HTTP_REFUSED
 from app.observations.errors import InvalidReference
-from app.push.service_rules import HTTP_REFUSED
+from app.push.schemas import HTTP_REFUSED
 from tests.factories import API, create_patient
 from tests.support import Issue, assert_problem, delete_rows
 
 MAX_EXAMPLES = 20  # per operation, in the fuzzing phase (the coverage phase adds its own)
-STATEFUL_SCENARIOS = 40
+STATEFUL_SCENARIOS = 70
 STATEFUL_STEPS = 8
 # The known failures of some entries depend on the database (tests/conftest.py picks it).
 DATABASE = (
@@ -178,9 +179,11 @@ BEYOND_A_SCHEMA: frozenset[tuple[str, str, str]] = frozenset(
         ("body", "performed_at", "is before the course's start_date"),
         # two parameters at once
         ("query", "until", "must be later than since"),
-        # the deployment's settings (OUTCOMES_WEBHOOK_ALLOWED_HOSTS)
+        # the deployment's settings (OUTCOMES_WEBHOOK_ALLOWED_HOSTS,
+        # OUTCOMES_OAUTH_JWKS_ALLOWED_HOSTS)
         ("body", "url", HTTP_REFUSED),
         ("body", "endpoint", HTTP_REFUSED),
+        ("body", "jwks_url", JWKS_HTTP_REFUSED),
         # keys: real ones (a point on the curve, an odd exponent less than the modulus, a
         # modulus without leading zeros), and a kid once in the set (app/oauth/jwks.py)
         ("body", "y", jwks.NOT_ON_THE_CURVE),

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -43,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.analytics.models import NO_COURSE
 from app.analytics.repository import DAYS, OBSERVATIONS, SESSIONS, STALE
 from app.analytics.trends import Point, median_point
+from app.core.background import repeating
 from app.core.db import UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
@@ -186,41 +188,25 @@ async def recompute_settled(
     return len(days)
 
 
-async def _refresh_forever(
+async def _refresh(
     sessionmaker: async_sessionmaker[AsyncSession],
     reader: async_sessionmaker[AsyncSession],
-    every_seconds: float,
     settle_seconds: float,
 ) -> None:
-    while True:
-        try:
-            more = True
-            while more:  # a full round: there may be more; requests get their turn between
-                done = await recompute_settled(sessionmaker, settle_seconds, reader=reader)
-                more = done == _ROUND
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database is down, say: try again later
-            logger.warning("value_days refresh failed: %s", type(exc).__name__)
-        await asyncio.sleep(every_seconds)
+    """Every settled day, a round (one transaction) at a time: requests get their turn
+    between rounds."""
+    while await recompute_settled(sessionmaker, settle_seconds, reader=reader) == _ROUND:
+        pass
 
 
-@asynccontextmanager
-async def refreshing_in_background(
+def refreshing_in_background(
     sessionmaker: async_sessionmaker[AsyncSession],
     reader: async_sessionmaker[AsyncSession],
     every_seconds: float,
     settle_seconds: float,
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[asyncio.Task[None] | None]:
     """Recompute settled stale days every ``every_seconds`` while the app runs (0: never)."""
     if every_seconds <= 0:
-        yield
-        return
-    refresh = _refresh_forever(sessionmaker, reader, every_seconds, settle_seconds)
-    task = asyncio.create_task(refresh, name="value-days-refresh")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        return nullcontext()
+    job = partial(_refresh, sessionmaker, reader, settle_seconds)
+    return repeating("recomputing value days", every_seconds, job, logger)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, bindparam, event, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    bindparam,
+    delete,
+    event,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.cache import TokenCache
@@ -18,7 +27,7 @@ from app.auth.principal import Principal
 from app.auth.revocations import notify_revoked
 from app.auth.tokens import new_token, token_hash
 from app.core import pg
-from app.core.db import utcnow
+from app.core.db import table_of, unreferenced, utcnow
 from app.core.errors import Unprocessable
 from app.patients.service import PatientService
 
@@ -136,6 +145,26 @@ class TokenService:
                 lambda _s: cache.forget(token_id),
                 once=True,
             )
+
+    async def purge_dead(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` tokens that expired, or were revoked, before ``before``, and
+        that nothing refers to any more (an Idempotency-Key, an export job: those go on their
+        own retention, then the token at a later purge): how many. Nothing needs telling: a
+        token no longer found is refused as a dead one was."""
+        dead = or_(ApiToken.expires_at < before, ApiToken.revoked_at < before)
+        chosen = (
+            select(ApiToken.id)
+            .where(dead, *unreferenced(table_of(ApiToken)))
+            .limit(limit)
+            # PostgreSQL: processes purging at once take disjoint rows (no waits, no deadlock).
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            delete(ApiToken)
+            .where(ApiToken.id.in_(chosen))
+            .execution_options(synchronize_session=False)
+        )
+        return cast(CursorResult[Any], result).rowcount
 
     async def list(self) -> list[ApiToken]:
         stmt = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)

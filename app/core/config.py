@@ -103,9 +103,7 @@ class Settings(BaseSettings):
 
     @property
     def webhook_http_hosts(self) -> frozenset[str]:
-        return frozenset(
-            h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()
-        )
+        return _hosts(self.webhook_allowed_hosts)
 
     # Patient app enrolment (app/enrolment): the lifetime of an app's access token (short: a
     # stolen one is good for this long at most) and of each refresh token (every refresh issues
@@ -122,10 +120,40 @@ class Settings(BaseSettings):
     # /oauth/token lives this long; SMART recommends 300 s and no more (a client asks for a
     # new one with a new assertion), so an hour is the ceiling.
     oauth_access_token_seconds: int = Field(300, gt=0, le=3600)
+    # Clients registered with a jwks_url (app/oauth/key_sets.py): their key set is fetched
+    # over https (http only to these hosts: comma-separated names or addresses, e.g.
+    # "127.0.0.1" for tests; empty: https only), each fetch given at most
+    # oauth_jwks_timeout_seconds in all, and kept for its Cache-Control max-age, or
+    # oauth_jwks_cache_seconds without one (never longer than an hour: a key the client
+    # removes stops working within that). An assertion naming a kid the kept set lacks fetches
+    # it again at once (a key rotated in), but no client's set is fetched more often than
+    # every oauth_jwks_refetch_seconds, whatever happens.
+    oauth_jwks_allowed_hosts: str = ""
+    oauth_jwks_timeout_seconds: float = Field(5, gt=0, le=60)
+    oauth_jwks_cache_seconds: float = Field(300, gt=0, le=3600)
+    oauth_jwks_refetch_seconds: float = Field(30, ge=0, le=3600)
+    # Dead credentials (app/credentials/purge.py): access tokens expired or revoked, enrolment
+    # codes expired or burned, refresh tokens expired or revoked, are deleted once they have
+    # been dead this long (kept meanwhile for GET /tokens and for investigating); every
+    # process looks for them every credential_purge_seconds (0: never, for a deployment that
+    # runs `outcomes tokens purge` on a schedule of its own instead). Spent assertion ids and
+    # the token endpoint's old failure counts, which serve nothing once out of their window,
+    # go then too.
+    credential_retention_hours: float = Field(168, ge=0)
+    credential_purge_seconds: float = Field(3600, ge=0)
+
+    @property
+    def jwks_http_hosts(self) -> frozenset[str]:
+        return _hosts(self.oauth_jwks_allowed_hosts)
 
     @property
     def async_database_url(self) -> URL:
         return to_async_url(self.database_url)
+
+
+def _hosts(listed: str) -> frozenset[str]:
+    """Comma-separated host names or addresses, as a set in lower case."""
+    return frozenset(h.strip().lower() for h in listed.split(",") if h.strip())
 
 
 def to_async_url(raw: str) -> URL:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import DateTime, Dialect, MetaData, Table, event
+from sqlalchemy import ColumnElement, DateTime, Dialect, MetaData, Table, event, exists
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -40,6 +40,19 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """A model's Table, for plain Core statements on hot paths (no ORM bookkeeping)."""
     return cast(Table, model.__table__)
+
+
+def unreferenced(table: Table) -> list[ColumnElement[bool]]:
+    """Conditions that hold for a row of ``table`` no row elsewhere refers to by a foreign key
+    that neither cascades nor sets null: the rows a purge may delete without failing (or
+    leaving another row pointing nowhere). Every table of the metadata is looked at, so a
+    table added later that refers to ``table`` is honoured too."""
+    return [
+        ~exists().where(foreign_key.parent == foreign_key.column)
+        for other in table.metadata.sorted_tables
+        for foreign_key in other.foreign_keys
+        if foreign_key.column.table is table and foreign_key.ondelete is None
+    ]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

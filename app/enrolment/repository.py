@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy import ColumnElement, CursorResult, case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.enrolment.models import Device, EnrolmentCode, RefreshToken
@@ -135,6 +136,44 @@ class EnrolmentRepository:
             .values(revoked_at=now)
             .execution_options(synchronize_session=False)
         )
+
+    # --- purging dead ones (app/credentials) -------------------------------------------------
+
+    async def purge_dead_codes(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` codes that expired (used or not) or were burned before
+        ``before``: how many. A used code is kept until it expires, since presented again
+        until then it revokes the device it enrolled; that device then forgets its code."""
+        dead = or_(EnrolmentCode.expires_at < before, EnrolmentCode.burned_at < before)
+        # PostgreSQL: processes purging at once take disjoint rows (no waits, no deadlock).
+        stmt = select(EnrolmentCode.id).where(dead).limit(limit).with_for_update(skip_locked=True)
+        code_ids = list((await self.session.scalars(stmt)).all())
+        if not code_ids:
+            return 0
+        await self.session.execute(
+            update(Device)
+            .where(Device.enrolment_id.in_(code_ids))
+            .values(enrolment_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            delete(EnrolmentCode)
+            .where(EnrolmentCode.id.in_(code_ids))
+            .execution_options(synchronize_session=False)
+        )
+        return len(code_ids)
+
+    async def purge_dead_refresh_tokens(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` refresh tokens that expired or were revoked before
+        ``before``: how many. A used one is kept until it expires, since presented again until
+        then it revokes its device (it leaked)."""
+        dead = or_(RefreshToken.expires_at < before, RefreshToken.revoked_at < before)
+        chosen = select(RefreshToken.id).where(dead).limit(limit).with_for_update(skip_locked=True)
+        result = await self.session.execute(
+            delete(RefreshToken)
+            .where(RefreshToken.id.in_(chosen))
+            .execution_options(synchronize_session=False)
+        )
+        return cast(CursorResult[Any], result).rowcount
 
 
 def _live_code(now: datetime) -> tuple[ColumnElement[bool], ...]:

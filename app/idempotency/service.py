@@ -7,16 +7,17 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import CursorResult, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import IdempotencyKey
+from app.core.background import repeating
 from app.core.db import utcnow
 from app.idempotency.errors import KeyInUse
 
@@ -123,34 +124,18 @@ async def purge_expired(session: AsyncSession, now: datetime | None = None) -> i
     return result.rowcount
 
 
-async def _purge_forever(sessionmaker: async_sessionmaker[AsyncSession], every: float) -> None:
-    while True:
-        try:
-            async with sessionmaker() as session, session.begin():
-                purged = await purge_expired(session)
-            if purged:
-                log.info("purged %d expired idempotency keys", purged)
-        except Exception as exc:  # a database hiccup must not stop the purging for good
-            log.warning("purging idempotency keys failed: %s", type(exc).__name__)
-        await asyncio.sleep(every)
+async def _purge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async with sessionmaker() as session, session.begin():
+        purged = await purge_expired(session)
+    if purged:
+        log.info("purged %d expired idempotency keys", purged)
 
 
-@asynccontextmanager
-async def purging_in_background(
+def purging_in_background(
     sessionmaker: async_sessionmaker[AsyncSession], every_seconds: float
-) -> AsyncIterator[asyncio.Task[None]]:
-    """Purge expired keys now and every ``every_seconds`` while the app runs.
-
-    Every worker process runs its own purge: the DELETEs are idempotent, so several at once
-    only cost a little duplicated work.
-    """
-    task = asyncio.create_task(_purge_forever(sessionmaker, every_seconds))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    """Purge expired keys now and every ``every_seconds`` while the app runs."""
+    return repeating("purging idempotency keys", every_seconds, partial(_purge, sessionmaker), log)
 
 
 def is_stale(row: IdempotencyKey, now: datetime | None = None) -> bool:

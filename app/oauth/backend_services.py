@@ -2,10 +2,20 @@
 it signed with a registered key (SMART App Launch 2.x, "Backend Services" and "Client
 Authentication: Asymmetric"; RFC 7523 §3).
 
-The assertion is read and verified by PyJWT with the registered key its `kid` header names:
+The assertion is read and verified by PyJWT with the client's key its `kid` header names:
 `alg` RS384 or ES384, of the key's type; `iss` = `sub` = a registered, unrevoked client;
 `aud` = this token URL; `exp` required, not past and at most five minutes ahead; `jti`
 required and never seen before for this client. Clocks may differ by up to CLOCK_SKEW.
+
+The client's keys are those registered with it, or the key set at its registered `jwks_url`
+(fetched and kept a while: app/oauth/key_sets.py). A `jku` header must be that URL exactly,
+as SMART's "Signature Verification" says ("If the jku header is not whitelisted, the
+signature verification fails"): a client registered with its keys has no URL to match.
+
+The client is looked up, and its key set fetched, outside the request's transaction: on
+SQLite that transaction holds the write lock, which no fetch from another host may hold. It is
+looked up again in the transaction that records the jti, so a client revoked meanwhile gets
+no token.
 
 Refusals follow the specification: a request missing or misnaming its assertion is an
 `invalid_request`; any failure to authenticate the client (unknown or revoked client, unknown
@@ -32,9 +42,11 @@ from app.core.state import app_state
 from app.oauth.errors import OAuthError
 from app.oauth.grants import TokenRequest
 from app.oauth.jwks import ALGORITHMS, signing_key
+from app.oauth.key_sets import KeySetUnavailable
 from app.oauth.models import OAuthClient
 from app.oauth.repository import ClientRepository
 from app.oauth.service import ClientService
+from app.oauth.state import oauth_state
 
 GRANT_TYPE = "client_credentials"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -44,6 +56,9 @@ MAX_ASSERTION_LIFETIME = timedelta(minutes=5)  # SMART: exp "no more than five m
 CLOCK_SKEW = timedelta(seconds=60)
 MAX_JTI_LENGTH = 255  # the column's size
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "jti"]
+
+
+NO_CLIENT = "No registered client has this client_id, or it was revoked."
 
 
 def _unauthenticated(description: str) -> OAuthError:
@@ -116,13 +131,11 @@ async def _authenticate(
     if named is not None and named != issuer:
         raise _unauthenticated("`client_id` is not the assertion's `iss`.")
     client_id = _uuid_or_none(issuer)
-    client = await service.active(client_id) if client_id is not None else None
+    client = await _active_client(request, client_id) if client_id is not None else None
     if client is None:
-        raise _unauthenticated("No registered client has this client_id, or it was revoked.")
+        raise _unauthenticated(NO_CLIENT)
     request.access.resource_id = str(client.id)
-    key = signing_key(client.jwks, kid, alg)
-    if key is None:
-        raise _unauthenticated(f"The client has no registered {alg} key with this `kid`.")
+    key = await _client_key(request, client, header, kid, alg)
     try:
         claims = jwt.decode(
             assertion,
@@ -151,10 +164,43 @@ async def _authenticate(
     jti = claims["jti"]
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise _unauthenticated("The assertion's `jti` must be a string of 1 to 255 characters.")
+    if await service.active(client.id) is None:  # revoked while its key set was fetched
+        raise _unauthenticated(NO_CLIENT)
     await service.repo.forget_jtis_before(now - CLOCK_SKEW)
     if not await service.repo.take_jti(client.id, jti, expires_at):
         raise _unauthenticated("This assertion was used before (`jti`): sign a new one.")
     return client
+
+
+async def _active_client(request: TokenRequest, client_id: uuid.UUID) -> OAuthClient | None:
+    """The client, unless it is unknown or revoked: read outside the request's transaction."""
+    async with app_state(request.request).read_sessionmaker() as reader:
+        return await ClientService(ClientRepository(reader)).active(client_id)
+
+
+async def _client_key(
+    request: TokenRequest, client: OAuthClient, header: dict[str, Any], kid: str, alg: str
+) -> jwt.PyJWK:
+    """The key of the client's that verifies the assertion: the one its `kid` names among
+    the registered keys, or in the key set at the registered URL."""
+    jku = header.get("jku")
+    if client.jwks_url is None:
+        if jku is not None:
+            raise _unauthenticated(
+                "The assertion names a key set URL (`jku`), but the client was registered "
+                "with its keys, not a jwks_url."
+            )
+        key = signing_key(client.jwks or {}, kid, alg)
+        if key is None:
+            raise _unauthenticated(f"The client has no registered {alg} key with this `kid`.")
+        return key
+    if jku is not None and jku != client.jwks_url:
+        raise _unauthenticated("The assertion's `jku` is not the client's registered jwks_url.")
+    key_sets = oauth_state(request.request).key_sets
+    try:
+        return await key_sets.signing_key(client.id, client.jwks_url, kid, alg)
+    except KeySetUnavailable as exc:
+        raise _unauthenticated(str(exc)) from None
 
 
 def _uuid_or_none(raw: str) -> uuid.UUID | None:

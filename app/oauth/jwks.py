@@ -27,16 +27,22 @@ NOT_ON_THE_CURVE = "with x, is not a point on P-384"
 KID_TAKEN = "is the kid of another key in the set"
 
 
-def problems(keys: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The errors (as field errors under `body.jwks.keys`) of a key set whose members have
-    the shapes the schema requires; none for a set of real public keys with unique kids."""
-    return list(_problems(keys))
+REGISTERED = ("body", "jwks", "keys")  # where a registration's keys are
 
 
-def _problems(keys: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+def problems(
+    keys: Sequence[Mapping[str, Any]], under: Sequence[str] = REGISTERED
+) -> list[dict[str, Any]]:
+    """The errors (as field errors under ``under``: a registration's `body.jwks.keys`, or a
+    fetched key set's `keys`) of a key set whose members have the shapes the schema requires
+    (app/oauth/schemas.py, Jwks); none for a set of real public keys with unique kids."""
+    return list(_problems(keys, under))
+
+
+def _problems(keys: Sequence[Mapping[str, Any]], under: Sequence[str]) -> Iterator[dict[str, Any]]:
     seen: set[str] = set()
     for index, jwk in enumerate(keys):
-        loc: list[str | int] = ["body", "jwks", "keys", index]
+        loc: list[str | int] = [*under, index]
         if jwk["kid"] in seen:
             yield field_error([*loc, "kid"], KID_TAKEN)
         seen.add(jwk["kid"])

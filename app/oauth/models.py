@@ -14,17 +14,24 @@ CLIENT_ROLES = ("integration", "dashboard")
 
 class OAuthClient(Base):
     """A system registered by an admin (an EHR, a Bulk Data client, a dashboard backend): it
-    authenticates with a JWT signed by one of its public keys (SMART Backend Services)."""
+    authenticates with a JWT signed by one of its public keys (SMART Backend Services), given
+    at registration (`jwks`) or published by the client at a URL it rotates them at
+    (`jwks_url`): one or the other."""
 
     __tablename__ = "oauth_clients"
-    __table_args__ = (CheckConstraint(f"role IN {CLIENT_ROLES}", name="role"),)
+    __table_args__ = (
+        CheckConstraint(f"role IN {CLIENT_ROLES}", name="role"),
+        CheckConstraint("(jwks IS NULL) <> (jwks_url IS NULL)", name="key_source"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)  # client_id
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
     # The most a token of this client may be granted (space-separated SMART scopes).
     scope: Mapped[str] = mapped_column(String(1000))
-    jwks: Mapped[dict[str, Any]] = mapped_column(JSON)  # public keys only
+    # Public keys only. None is SQL NULL (not JSON null), as the CHECK above reads it.
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    jwks_url: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

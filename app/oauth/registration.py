@@ -13,6 +13,7 @@ from app.auth.service import TokenService
 from app.auth.state import auth_state
 from app.core.db import SessionDep
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.core.state import app_state
 from app.oauth.repository import ClientRepository
 from app.oauth.schemas import ClientCreate, ClientRead
 from app.oauth.service import ClientService
@@ -29,10 +30,10 @@ ServiceDep = Annotated[ClientService, Depends(get_client_service)]
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientRead)
 async def register_client(request: Request, body: ClientCreate, service: ServiceDep) -> ClientRead:
-    """Register a client's public keys (admins). It authenticates at `POST /oauth/token` with
-    a JWT signed by one of them; its tokens never get more than `scope`, nor more than `role`
-    allows."""
-    row = await service.register(body)
+    """Register a client's public keys, or the URL it publishes them at (admins). It
+    authenticates at `POST /oauth/token` with a JWT signed by one of them; its tokens never
+    get more than `scope`, nor more than `role` allows."""
+    row = await service.register(body, app_state(request).settings.jwks_http_hosts)
     audit_resource(request, row.id)
     return ClientRead.of(row)
 

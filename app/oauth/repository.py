@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Insert, delete, select
+from sqlalchemy import CursorResult, Insert, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,8 +47,10 @@ class ClientRepository:
         stmt = _TAKE_JTI[dialect].values(client_id=client_id, jti=jti, expires_at=expires_at)
         return (await self.session.execute(stmt)).first() is not None
 
-    async def forget_jtis_before(self, moment: datetime) -> None:
-        """Assertions that expired before ``moment`` can no longer be replayed: forget them."""
-        await self.session.execute(
+    async def forget_jtis_before(self, moment: datetime) -> int:
+        """Assertions that expired before ``moment`` can no longer be replayed: forget them
+        (how many)."""
+        result = await self.session.execute(
             delete(ClientAssertion).where(ClientAssertion.expires_at < moment)
         )
+        return cast(CursorResult[Any], result).rowcount

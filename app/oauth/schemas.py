@@ -6,9 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import Discriminator, Field, StrictBool, Tag, field_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
 from app.auth.scopes import MAX_SCOPE_LENGTH, check_registered, registered_scope_pattern
+from app.core.outbound import OUTBOUND_URL_PATTERN
 from app.core.schemas import RequestModel, ResponseModel
 from app.oauth.models import OAuthClient
 
@@ -96,12 +105,40 @@ class Jwks(RequestModel):
     )
 
 
+KEY_SOURCE_MISSING = "jwks or jwks_url is required"
+KEY_SOURCES_BOTH = "give jwks or jwks_url, not both"
+
+
+def _one_key_source(schema: dict[str, Any]) -> None:
+    """Exactly one of `jwks` and `jwks_url`, as the server reads them: a null is as absent."""
+    schema["oneOf"] = [
+        {"required": ["jwks"], "properties": {"jwks": {"type": "object"}}},
+        {"required": ["jwks_url"], "properties": {"jwks_url": {"type": "string"}}},
+    ]
+
+
 class ClientCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=_one_key_source)
+
     name: str = Field(min_length=1, max_length=200)
     role: ClientRole = Field(
         description="Bounds what its tokens may do, with their scopes (docs/security.md)."
     )
-    jwks: Jwks
+    jwks: Jwks | None = Field(
+        None, description="The client's public keys. Give these, or `jwks_url`, not both."
+    )
+    jwks_url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=OUTBOUND_URL_PATTERN,
+        # Run when absent too: it says whether one of the two was given.
+        validate_default=True,
+        description="Where the client publishes its public keys (a JWK Set, which it rotates "
+        "keys in): `https`, or `http` to a host in OUTCOMES_OAUTH_JWKS_ALLOWED_HOSTS; fetched "
+        "when an assertion needs it, without following redirects. Give this, or `jwks`, not "
+        "both.",
+        examples=["https://ehr.example/.well-known/jwks.json"],
+    )
     scope: str = Field(
         max_length=MAX_SCOPE_LENGTH,
         # Declared for the schema; checked by _registered_scope, which says what is wrong.
@@ -111,6 +148,18 @@ class ClientCreate(RequestModel):
         "v1 (`system/Observation.read`).",
         examples=["system/*.rs"],
     )
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _one_of_the_two(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "jwks" not in info.data:  # given, and refused: its own errors say why
+            return value
+        given = info.data["jwks"] is not None
+        if value is None and not given:
+            raise ValueError(KEY_SOURCE_MISSING)
+        if value is not None and given:
+            raise ValueError(KEY_SOURCES_BOTH)
+        return value
 
     @field_validator("scope")
     @classmethod
@@ -124,7 +173,8 @@ class ClientRead(ResponseModel):
     name: str
     role: ClientRole
     scope: str
-    jwks: dict[str, Any]
+    jwks: dict[str, Any] | None = Field(description="Its keys, as registered; or null.")
+    jwks_url: str | None = Field(description="Where its keys are fetched from; or null.")
     created_at: datetime
     revoked_at: datetime | None
 
@@ -136,6 +186,7 @@ class ClientRead(ResponseModel):
             role=cast(ClientRole, row.role),  # the table's CHECK holds it to ClientRole
             scope=row.scope,
             jwks=row.jwks,
+            jwks_url=row.jwks_url,
             created_at=row.created_at,
             revoked_at=row.revoked_at,
         )

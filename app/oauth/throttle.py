@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,7 +71,7 @@ class FailureThrottle:
 
     async def count_failure(self, caller: str) -> None:
         now = utcnow()
-        current, previous = self._windows(now)
+        current, _previous = self._windows(now)
         values = {"caller": caller[:MAX_CALLER], "window_start": current, "failures": 1}
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
@@ -83,6 +84,13 @@ class FailureThrottle:
         )
         # Windows that no longer count, every caller's: the table stays as small as the
         # number of addresses failing now.
-        await self.session.execute(
+        await self.forget_old_windows(now)
+
+    async def forget_old_windows(self, now: datetime) -> int:
+        """Delete the counts of windows that no longer count (every caller's): how many.
+        Failures do it as they come; the credentials purge does it when none come."""
+        _current, previous = self._windows(now)
+        result = await self.session.execute(
             delete(TokenEndpointFailure).where(TokenEndpointFailure.window_start < previous)
         )
+        return cast(CursorResult[Any], result).rowcount

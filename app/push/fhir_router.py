@@ -20,6 +20,7 @@ from app.auth.errors import Forbidden
 from app.auth.principal import Principal
 from app.core.db import SessionDep, utcnow
 from app.core.errors import NotFound, Unprocessable
+from app.core.outbound import OUTBOUND_URL_PATTERN, outbound_url_problem
 from app.core.schemas import RequestModel
 from app.core.state import app_state
 from app.fhir.mapping import instant
@@ -27,7 +28,7 @@ from app.fhir.responses import FHIR_MEDIA_TYPE, FhirResponse
 from app.push import fhir
 from app.push.models import PushSubscription
 from app.push.repository import FHIR_TOPIC_EVENTS, PushRepository
-from app.push.service_rules import RECEIVER_URL_PATTERN, receiver_url_problem
+from app.push.schemas import HOSTS_SETTING
 
 PREFIX = "/fhir/R4"
 _resource = {"content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}}
@@ -100,7 +101,7 @@ class Channel(RequestModel):
         str,
         Field(
             max_length=2000,
-            pattern=RECEIVER_URL_PATTERN,
+            pattern=OUTBOUND_URL_PATTERN,
             description="`https`, or `http` to a host in OUTCOMES_WEBHOOK_ALLOWED_HOSTS.",
         ),
     ]
@@ -145,7 +146,7 @@ def read_subscription(
     """What a posted Subscription asks for: (endpoint, content, heartbeat, headers, patient);
     a 400 (OperationOutcome) for an endpoint this deployment does not allow."""
     channel = body.channel
-    if (problem := receiver_url_problem(channel.endpoint, http_hosts)) is not None:
+    if (problem := outbound_url_problem(channel.endpoint, http_hosts, HOSTS_SETTING)) is not None:
         raise Unprocessable.at(["body", "channel", "endpoint"], problem)
     content = channel.payload_content.extension[0].valueCode if channel.payload_content else None
     heartbeat = channel.extension[0].valueUnsignedInt if channel.extension else None

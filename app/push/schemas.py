@@ -8,11 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from app.core.outbound import OUTBOUND_URL_PATTERN, http_refused
 from app.core.schemas import RequestModel, ResponseModel
 from app.outbox.events import EventType
-from app.push.service_rules import RECEIVER_URL_PATTERN
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
+# Receivers (webhooks and FHIR rest-hook endpoints) are reached over http only on these hosts.
+HOSTS_SETTING = "OUTCOMES_WEBHOOK_ALLOWED_HOSTS"
+HTTP_REFUSED = http_refused(HOSTS_SETTING)
 
 
 class WebhookCreate(RequestModel):
@@ -20,7 +23,7 @@ class WebhookCreate(RequestModel):
         str,
         Field(
             max_length=2000,
-            pattern=RECEIVER_URL_PATTERN,
+            pattern=OUTBOUND_URL_PATTERN,
             description="Where deliveries are POSTed: `https`, or `http` to a host listed in "
             "OUTCOMES_WEBHOOK_ALLOWED_HOSTS. Redirects are not followed.",
         ),

@@ -10,11 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import Unprocessable
+from app.core.outbound import outbound_url_problem
 from app.push.errors import DeliveryNotFound, WebhookNotFound
 from app.push.models import PushDelivery, PushSubscription
 from app.push.repository import PushRepository
-from app.push.schemas import DeliveryRead, DeliveryStatus, WebhookCreate, WebhookCreated
-from app.push.service_rules import receiver_url_problem
+from app.push.schemas import (
+    HOSTS_SETTING,
+    DeliveryRead,
+    DeliveryStatus,
+    WebhookCreate,
+    WebhookCreated,
+)
 from app.push.signing import new_secret
 
 
@@ -25,7 +31,7 @@ class WebhookService:
         self.repo = PushRepository(session)
 
     async def create(self, data: WebhookCreate) -> WebhookCreated:
-        problem = receiver_url_problem(data.url, self.settings.webhook_http_hosts)
+        problem = outbound_url_problem(data.url, self.settings.webhook_http_hosts, HOSTS_SETTING)
         if problem is not None:
             raise Unprocessable.at(["body", "url"], problem)
         webhook = PushSubscription(

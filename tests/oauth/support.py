@@ -143,3 +143,19 @@ async def get_token(
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def key_set(*signers: Signer) -> dict[str, Any]:
+    """The JWK Set a client publishes at its jwks_url: its public keys."""
+    return {"keys": [signer.jwk() for signer in signers]}
+
+
+async def register_url(
+    admin: httpx.AsyncClient, jwks_url: str, *, scope: str = "system/*.rs", name: str = "EHR"
+) -> str:
+    """Register a client by the URL of its key set: its client_id."""
+    body = {"name": name, "role": "integration", "scope": scope, "jwks_url": jwks_url}
+    response = await admin.post(f"{API}/clients", json=body)
+    assert response.status_code == 201, response.text
+    client_id: str = response.json()["client_id"]
+    return client_id

@@ -17,12 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.audit.models import AuditEvent
+from app.core.config import Settings
 from app.oauth.jwks import KID_TAKEN, NOT_AN_RSA_KEY, NOT_ON_THE_CURVE, RSA_TOO_SHORT
 from app.oauth.models import OAuthClient
-from app.oauth.schemas import PRIVATE_PART
+from app.oauth.schemas import KEY_SOURCE_MISSING, KEY_SOURCES_BOTH, PRIVATE_PART
+from app.oauth.service import JWKS_HTTP_REFUSED
 from tests.factories import API
 from tests.oauth.support import client_body, ec_signer, rsa_signer
-from tests.support import assert_problem, walk_pages
+from tests.support import Issue, assert_problem, client_of, running, walk_pages
 
 CLIENTS = f"{API}/clients"
 
@@ -40,7 +42,7 @@ async def test_an_admin_registers_a_client_with_rsa_and_ec_keys(
     assert response.status_code == 201, response.text
     client = response.json()
     assert set(client) == {
-        "client_id", "name", "role", "scope", "jwks", "created_at", "revoked_at"
+        "client_id", "name", "role", "scope", "jwks", "jwks_url", "created_at", "revoked_at"
     }  # fmt: skip
     uuid.UUID(client["client_id"])
     assert (client["name"], client["role"], client["scope"]) == (
@@ -49,6 +51,7 @@ async def test_an_admin_registers_a_client_with_rsa_and_ec_keys(
         "system/*.rs",
     )
     assert client["jwks"] == body["jwks"]  # public keys, as given
+    assert client["jwks_url"] is None
     assert client["revoked_at"] is None
     # its audit row names the client registered
     async with engine.connect() as conn:
@@ -198,3 +201,87 @@ def test_a_registered_client_links_to_its_revocation(app: FastAPI) -> None:
     links = paths[CLIENTS]["post"]["responses"]["201"]["links"]
     revoke = paths[f"{CLIENTS}/{{client_id}}"]["delete"]["operationId"]
     assert links[revoke]["parameters"] == {"client_id": "$response.body#/client_id"}
+
+
+# --- a key set URL instead of the keys --------------------------------------------------------
+
+JWKS_URL = "https://ehr.example/.well-known/jwks.json"
+
+
+def url_body(**fields: Any) -> dict[str, Any]:
+    body = {"name": "EHR", "role": "integration", "scope": "system/*.rs", "jwks_url": JWKS_URL}
+    return {name: value for name, value in (body | fields).items() if value is not None}
+
+
+async def test_an_admin_registers_a_client_by_the_https_url_of_its_key_set(
+    admin: httpx.AsyncClient,
+) -> None:
+    response = await admin.post(CLIENTS, json=url_body())
+    assert response.status_code == 201, response.text  # nothing fetched: the URL is not real
+    client = response.json()
+    assert (client["jwks"], client["jwks_url"]) == (None, JWKS_URL)
+    [listed] = (await admin.get(CLIENTS)).json()["items"]
+    assert (listed["jwks"], listed["jwks_url"]) == (None, JWKS_URL)
+
+
+@pytest.mark.parametrize(
+    ("fields", "msg"),
+    [
+        ({"jwks": {"keys": [ec_signer().jwk()]}}, KEY_SOURCES_BOTH),
+        ({"jwks_url": None}, KEY_SOURCE_MISSING),
+        ({"jwks_url": None, "jwks": None}, KEY_SOURCE_MISSING),
+    ],
+    ids=["both", "neither", "both null"],
+)
+async def test_a_client_has_its_keys_or_their_url_not_both_nor_neither(
+    admin: httpx.AsyncClient, engine: AsyncEngine, fields: dict[str, Any], msg: str
+) -> None:
+    body = url_body(**fields)
+    if fields.get("jwks", "") is None:
+        body["jwks"] = None
+    problem = assert_problem(await admin.post(CLIENTS, json=body), 422, loc=["body", "jwks_url"])
+    assert {"loc": ["body", "jwks_url"], "msg": msg} in problem["errors"]
+    assert await client_count(engine) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "msg"),
+    [
+        ("http://ehr.example/jwks.json", JWKS_HTTP_REFUSED),
+        ("http://127.0.0.1:9000/jwks.json", JWKS_HTTP_REFUSED),  # not allowed here
+        ("https://user:secret@ehr.example/jwks.json", None),  # the schema's pattern
+        ("ftp://ehr.example/jwks.json", None),
+        ("https://ehr.example:70000/jwks.json", None),
+        ("/jwks.json", None),
+    ],
+)
+async def test_a_key_set_url_follows_the_outbound_url_rule(
+    admin: httpx.AsyncClient, engine: AsyncEngine, url: str, msg: str | None
+) -> None:
+    response = await admin.post(CLIENTS, json=url_body(jwks_url=url))
+    problem = assert_problem(response, 422, loc=["body", "jwks_url"])
+    if msg is not None:
+        assert {"loc": ["body", "jwks_url"], "msg": msg} in problem["errors"]
+    assert "secret" not in str(problem)
+    assert await client_count(engine) == 0
+
+
+async def test_http_hosts_allowed_for_webhooks_are_not_allowed_for_key_sets(
+    settings: Settings, issue_token: Issue
+) -> None:
+    """A key set over plain http lets anyone on the path sign as the client: its hosts are a
+    setting of their own (OUTCOMES_OAUTH_JWKS_ALLOWED_HOSTS), not the webhooks'."""
+    url = "http://127.0.0.1:9000/jwks.json"
+    token = await issue_token("admin")
+    async with (
+        running(settings, webhook_allowed_hosts="127.0.0.1") as app,
+        client_of(app, token) as admin,
+    ):
+        refused = await admin.post(CLIENTS, json=url_body(jwks_url=url))
+        assert_problem(refused, 422, loc=["body", "jwks_url"])
+    async with (
+        running(settings, oauth_jwks_allowed_hosts="127.0.0.1") as app,
+        client_of(app, token) as admin,
+    ):
+        accepted = await admin.post(CLIENTS, json=url_body(jwks_url=url))
+        assert accepted.status_code == 201, accepted.text

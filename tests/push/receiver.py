@@ -1,6 +1,7 @@
 """A webhook receiver for tests: a small HTTP/1.1 server on a free loopback port, started by
-the test in its own event loop. ``answer(request)`` decides each response's status (and may
-sleep); every request is recorded with its headers and body when it is answered, and in
+the test in its own event loop. ``answer(request)`` decides each response's status, or its
+whole ``Reply`` with a body and headers (a client's key set: tests/oauth), and may sleep;
+every request is recorded with its headers and body when it is answered, and in
 ``arrivals`` as soon as it has arrived (a request whose answer never comes is there only), with
 the sender's port (which process sent it: tests/faults/support.py ``pid_of_peer``)."""
 
@@ -35,7 +36,14 @@ class Received:
     at: float = 0.0  # time.monotonic() when it arrived
 
 
-Answer = Callable[["Received"], Awaitable[int] | int]
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Answer = Callable[["Received"], Awaitable[int | Reply] | int | Reply]
 
 
 @dataclass
@@ -79,13 +87,18 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 pending = Received(path, headers, body, 0, peer_port, time.monotonic())
                 self.arrivals.append(pending)
-                status = self.answer(pending)
-                if not isinstance(status, int):
-                    status = await status
+                answer = self.answer(pending)
+                if not isinstance(answer, int | Reply):
+                    answer = await answer
+                reply = answer if isinstance(answer, Reply) else Reply(answer)
+                status = reply.status
                 self.received.append(dataclasses.replace(pending, status=status))
                 self.arrived.set()
-                extra = "Location: http://127.0.0.1:1/elsewhere\r\n" if 300 <= status < 400 else ""
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{extra}\r\n".encode())
+                sent = {"Content-Length": str(len(reply.body))} | reply.headers
+                if 300 <= status < 400:
+                    sent.setdefault("Location", "http://127.0.0.1:1/elsewhere")
+                lines = "".join(f"{name}: {value}\r\n" for name, value in sent.items())
+                writer.write(f"HTTP/1.1 {status} X\r\n{lines}\r\n".encode() + reply.body)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             return
