@@ -3,7 +3,9 @@
 ``cohort`` makes the benchmark's patients: each with one active course (its initial frequency
 row, the sessions performed so far, ``sessions_done`` and ``last_session_at`` kept consistent)
 and pain (NRS) and function (ODI) values from two weeks before the course's start until now,
-improving as a responder's would. Rows are written in time order across patients, as a live
+improving as a responder's would, each attributed to the course it fits as the service
+attributes a value that names none (app/analytics/attribution.py: pain scores to the course,
+ODI to a lumbar one only). Rows are written in time order across patients, as a live
 service receives them, so one patient's values are spread over the table, not clustered.
 
 ``top_up`` grows a PostgreSQL database to the large scale (10k patients, 1M observations) with
@@ -27,6 +29,8 @@ import asyncpg
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.engine import make_url
 
+from app.analytics.attribution import CourseSpan, candidates
+from app.analytics.registry import policies
 from app.auth.service import TokenService
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
@@ -93,7 +97,7 @@ def _patient_and_course(rng: random.Random, index: int, now: datetime, cohort: C
         }
     )
     indication, region, technique = rng.choice(INDICATIONS)
-    per_week = rng.choice((3.0, 3.0, 2.0))
+    per_week = rng.choice((3, 3, 2))
     course_id = _uuid(rng)
     performed = []
     at = created + timedelta(hours=1)
@@ -114,6 +118,9 @@ def _patient_and_course(rng: random.Random, index: int, now: datetime, cohort: C
         "phase": phase_for(per_week),
         "sessions_done": len(performed),
         "last_session_at": performed[-1] if performed else None,
+        "paused_at": None,
+        "resumed_at": None,
+        "ended_at": None,
         "notes": None,
         "policy": "standard-v1",
         "created_at": created,
@@ -129,7 +136,7 @@ def _patient_and_course(rng: random.Random, index: int, now: datetime, cohort: C
             "changed_at": created,
             "source": "initial",
             "rule": None,
-            "reason": f"initial prescription: {int(per_week)} sessions a week",
+            "reason": f"initial prescription: {per_week} sessions a week",
         }
     )
     for number, performed_at in enumerate(performed, start=1):
@@ -196,8 +203,30 @@ def cohort(patients: int, observations: int, *, seed: int = 1, first: int = 0) -
         pid, start = _patient_and_course(rng, index, now, result)
         since = datetime.combine(start - timedelta(days=14), time(7), tzinfo=UTC)
         result.observations.extend(_values(rng, pid, since, now - timedelta(minutes=10), count))
+    _attribute(result.observations, result.courses)
     result.observations.sort(key=lambda row: row["received_at"])
     return result
+
+
+def _attribute(values: list[dict[str, Any]], courses: Sequence[dict[str, Any]]) -> None:
+    """Each value's ``course_id``: the one of ``courses`` (open, one per patient) it fits, as
+    the service attributes a value recorded without a course; None when it fits none (before
+    the course's window, or a measure of another region)."""
+    windows = {p.id: p.window_days_before_start for p in policies().values()}
+    spans = {
+        c["patient_id"]: CourseSpan(
+            id=c["id"],
+            region=c["region"],
+            start_date=c["start_date"],
+            window_days=windows[c["policy"]],
+            ended_at=c["ended_at"],
+        )
+        for c in courses
+    }
+    for value in values:
+        span = spans.get(value["patient_id"])
+        found = candidates([span], value["instrument"], value["recorded_at"]) if span else []
+        value["course_id"] = found[0] if len(found) == 1 else None
 
 
 async def write(url: str, data: Cohort) -> None:
@@ -281,6 +310,7 @@ async def top_up(
             window = datetime.combine(start - timedelta(days=14), time(7), tzinfo=UTC)
             rows.extend(_values(rng, pid, now - timedelta(days=365), window, count - in_window))
             rows.extend(_values(rng, pid, window, now - timedelta(minutes=10), in_window))
+        _attribute(rows, more.courses)  # the benchmark's own patients' history fits no window
         rows.sort(key=lambda row: row["received_at"])
         if progress:
             progress(f"{len(rows):,} observations generated; copying")

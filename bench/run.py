@@ -6,11 +6,16 @@ Each HTTP figure is a ratio against a limit measured in the same run (bench/READ
     ingest_single     POST /patients/{id}/observations, 32 connections   ≥ 0.20 × INSERT limit,
                                                                          p99 ≤ 100 ms, 0 errors
     stack_floor       the same POSTs to FastAPI + one raw INSERT (bench/floor_app.py): a reference
+    framework_peer    the same POSTs to a typical FastAPI + SQLAlchemy ORM insert endpoint
+                      (bench/peer_app.py: no auth, audit or policy); ingest_single ≥ 1.0× it
     ingest_batch      100-observation batches                            ≥ 0.50 × COPY-100 rate
     trends_read       GET /patients/{id}/trends against GET /healthz     ≥ 0.30 × healthz,
                       at 10k and (--scale large) 1M observations         p50(1M) ≤ 1.2 × p50(10k)
     analytics_engine  trend + policy evaluations per CPU second, 30 points   ≥ 20,000/s
     policy_write_overhead  (issue 3) a POST with an active course vs without   ≤ 1.5x
+
+--webhook (PostgreSQL): the write figures again, on a copy of the database as the writes found
+it, with one webhook registered (bench/webhook.py): ratios, deliveries, the outbox's backlog.
 
 PostgreSQL runs `outcomes serve --workers 2` on a database of its own (outcomes_bench_<pid>_*,
 dropped at the end); the embedded SQLite default runs one worker against SQLite's own limit.
@@ -36,7 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import analytics_engine, databases, dataset, db_limit, write_path
+from app.core.config import to_async_url
+from bench import analytics_engine, databases, dataset, db_limit, peer_app, webhook, write_path
 from bench.load import Load, WrkMissing, find_wrk, run_wrk, write_targets
 from bench.server import Server, database_cpu_seconds, serve
 
@@ -230,9 +236,12 @@ def writes(
     *,
     batch_limit: str,
     p99_target: bool,
+    judge: bool = True,
+    push: webhook.Probe | None = None,
 ) -> dict[str, Any]:
     """ingest_single against single-row INSERTs, ingest_batch against 100-row batches
-    (``batch_limit`` names how the database takes them: COPY, or one executemany)."""
+    (``batch_limit`` names how the database takes them: COPY, or one executemany). Targets
+    only if ``judge``; with ``push``, what the webhook got over each figure's rounds."""
     result: dict[str, Any] = {}
     for batch, script, limit_name in (
         (False, "ingest_single", "insert_single"),
@@ -240,6 +249,7 @@ def writes(
     ):
         limits: list[db_limit.Rate] = []
         loads: list[Load] = []
+        before = push() if push is not None else None
         for _ in range(run.args.rounds):
             limits.append(limit(batch))
             loads.append(run.load(server, script, targets))
@@ -249,6 +259,8 @@ def writes(
         summary = _summary(loads)
         summary["observations_per_s"] = round(_median(per_s), 1)
         summary["ratio_to_limit"] = round(ratio, 4)
+        if push is not None and before is not None:
+            summary["push"] = webhook.delta(before, push())
         result[limit_name] = {
             "rows_per_s": round(_median(rows), 1),
             "p50_ms": round(_median([x.p50_ms for x in limits]), 2),
@@ -268,27 +280,42 @@ def writes(
                 f"({summary['per_s']:,.1f} batches/s, {_ms(summary)}) "
                 f"= {ratio:.2f} × the {limit_name} rate (target ≥ 0.50)"
             )
-            run.targets.append(Target(f"{prefix} ingest_batch / {limit_name}", ratio, ">=", 0.50))
-            run.targets.append(
-                Target(f"{prefix} ingest_batch errors", summary["errors"], "<=", 0, "")
-            )
+            if judge:
+                run.targets.append(
+                    Target(f"{prefix} ingest_batch / {limit_name}", ratio, ">=", 0.50)
+                )
+                run.targets.append(
+                    Target(f"{prefix} ingest_batch errors", summary["errors"], "<=", 0, "")
+                )
         else:
             run.say(
                 f"{prefix} ingest_single: {summary['per_s']:,.0f} req/s, {_ms(summary)} "
                 f"= {ratio:.2f} × db_insert_limit (target ≥ 0.20, "
                 f"{'p99 ≤ 100 ms, ' if p99_target else ''}0 errors)"
             )
-            run.targets.append(
-                Target(f"{prefix} ingest_single / db_insert_limit", ratio, ">=", 0.20)
-            )
-            if p99_target:
+            if judge:
                 run.targets.append(
-                    Target(f"{prefix} ingest_single p99", summary["p99_ms"], "<=", 100, " ms")
+                    Target(f"{prefix} ingest_single / db_insert_limit", ratio, ">=", 0.20)
                 )
-            run.targets.append(
-                Target(f"{prefix} ingest_single errors", summary["errors"], "<=", 0, "")
-            )
+                if p99_target:
+                    run.targets.append(
+                        Target(f"{prefix} ingest_single p99", summary["p99_ms"], "<=", 100, " ms")
+                    )
+                run.targets.append(
+                    Target(f"{prefix} ingest_single errors", summary["errors"], "<=", 0, "")
+                )
+        if "push" in summary:
+            run.say(f"{prefix} {script}: {_push(summary['push'])}")
     return result
+
+
+def _push(push: dict[str, Any]) -> str:
+    return (
+        f"{push['events_written']:,} events written, {push['events_delivered']:,} delivered "
+        f"({push['delivered_per_s']:,.0f}/s over {push['seconds']:g} s of limit and load "
+        f"rounds); at the end {push['pending_at_end']:,} pending in the outbox, the oldest "
+        f"{push['oldest_pending_s_at_end']:g} s old, {push['failed_at_end']} failed"
+    )
 
 
 def stack_floor(
@@ -315,6 +342,46 @@ def stack_floor(
         f"{prefix} stack_floor: {summary['per_s']:,.0f} req/s, {_ms(summary)} = {ratio:.2f} × "
         "db_insert_limit (reference: FastAPI + uvicorn + one raw INSERT, no service)"
     )
+    return summary
+
+
+def framework_peer(
+    run: Run,
+    url: str,
+    targets: Path,
+    prefix: str,
+    limit: Callable[[bool], db_limit.Rate],
+    service: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The framework peer (bench/peer_app.py, issue 21): the typical FastAPI + SQLAlchemy ORM
+    insert endpoint, no authentication, audit or policy, served like the service and driven
+    by the same load, in alternating rounds with the limit; and the service's single POST
+    rate against it (target ≥ 1.0×, moonshot 1.5×)."""
+    peer_url = to_async_url(url).render_as_string(hide_password=False)
+    asyncio.run(peer_app.create_table(peer_url))
+    env = {"BENCH_PEER_URL": peer_url}
+    with serve(url, workers=run.args.workers, env=env, app="bench.peer_app:create_app") as peer:
+        _warm(run, peer, targets, ("ingest_single",))
+        limits: list[db_limit.Rate] = []
+        loads: list[Load] = []
+        for _ in range(run.args.rounds):
+            limits.append(limit(False))
+            loads.append(run.load(peer, "ingest_single", targets))
+    ratio = _median([x.per_s / db.rows_per_s for x, db in zip(loads, limits, strict=True)])
+    summary = _summary(loads)
+    summary["ratio_to_limit"] = round(ratio, 4)
+    served = (service or {}).get("ingest_single", {}).get("ratio_to_limit")
+    line = (
+        f"{prefix} framework_peer: {summary['per_s']:,.0f} req/s, {_ms(summary)} = {ratio:.2f} × "
+        "db_insert_limit (FastAPI + SQLAlchemy ORM insert, no auth, audit or policy)"
+    )
+    if served:
+        summary["service_to_peer"] = round(served / ratio, 4)
+        line += f"; the service's single POST is {served / ratio:.2f}× the peer (target ≥ 1.0)"
+        run.targets.append(
+            Target(f"{prefix} ingest_single / framework_peer", served / ratio, ">=", 1.0)
+        )
+    run.say(line)
     return summary
 
 
@@ -362,6 +429,7 @@ def postgres_suite(run: Run) -> dict[str, Any]:
         base = _load(run, url, patients, observations)
         result["dataset"] = base.counts
         urls = {_size(observations): url}
+        names = {_size(observations): base_name}
         if large:
             started = time.monotonic()
             big_name = databases.bench_database_name("large")
@@ -372,6 +440,7 @@ def postgres_suite(run: Run) -> dict[str, Any]:
             counts = asyncio.run(dataset.counts(big))
             result["dataset_large"] = counts
             urls[_size(counts["observations"])] = big
+            names[_size(counts["observations"])] = big_name
             took = time.monotonic() - started
             run.say(
                 f"dataset (large): {counts['patients']:,} patients, "
@@ -399,23 +468,93 @@ def postgres_suite(run: Run) -> dict[str, Any]:
         size, write_url = list(urls.items())[-1]
         result["writes_at"] = size
         asyncio.run(db_limit.prepare_postgres(write_url))
+        hooked_url = None
+        if args.webhook:
+            # The database as the writes find it, for the same writes with a webhook after them.
+            hooked_name = databases.bench_database_name("webhook")
+            hooked_url = databases.create_postgres(args.postgres, hooked_name, names[size])
+            created.append(hooked_name)
 
-        def limit(batch: bool) -> db_limit.Rate:
-            try:
-                return db_limit.postgres_rate(
-                    write_url, base.patient_ids, connections=args.connections,
-                    seconds=args.seconds, copy=batch,
-                )  # fmt: skip
-            finally:
-                asyncio.run(db_limit.empty_postgres(write_url))
+        def limit_on(url: str) -> Callable[[bool], db_limit.Rate]:
+            def limit(batch: bool) -> db_limit.Rate:
+                try:
+                    return db_limit.postgres_rate(
+                        url, base.patient_ids, connections=args.connections,
+                        seconds=args.seconds, copy=batch,
+                    )  # fmt: skip
+                finally:
+                    asyncio.run(db_limit.empty_postgres(url))
 
+            return limit
+
+        limit = limit_on(write_url)
         with serve(write_url, workers=args.workers, migrate=False) as server:
             _warm(run, server, base.targets, ("ingest_single",))
             result["writes"] = writes(
                 run, server, base.targets, prefix, limit, batch_limit="copy_100", p99_target=True
             )
         result["stack_floor"] = stack_floor(run, write_url, base.targets, prefix, limit)
+        result["framework_peer"] = framework_peer(
+            run, write_url, base.targets, prefix, limit, result.get("writes")
+        )
         asyncio.run(db_limit.empty_postgres(write_url, drop=True))
+        if hooked_url is not None:
+            result["webhook"] = webhook_writes(
+                run, hooked_url, base, limit_on(hooked_url), result["writes"]
+            )
+            asyncio.run(db_limit.empty_postgres(hooked_url, drop=True))
+    return result
+
+
+def webhook_writes(
+    run: Run,
+    url: str,
+    base: Loaded,
+    limit: Callable[[bool], db_limit.Rate],
+    plain: dict[str, Any],
+) -> dict[str, Any]:
+    """The write figures with one webhook (every event type) registered through the admin
+    API to a loopback receiver, on a copy of the database the plain writes started from; then
+    how long the dispatcher takes to deliver what is left. ``plain``: the figures without a
+    subscription, measured earlier in the same run."""
+    prefix = "[postgresql+webhook]"
+    admin = asyncio.run(dataset.issue_staff_token(url, "admin"))
+    with (
+        webhook.receiving() as receiver,
+        serve(url, workers=run.args.workers, migrate=False, env=webhook.SERVER_ENV) as server,
+    ):
+        webhook_id = webhook.register(server.base, admin, receiver)
+        run.say(f"{prefix} webhook {webhook_id}: {receiver.url}, every event type, 204s")
+        _warm(run, server, base.targets, ("ingest_single",))
+        probe = webhook.Probe(url, server.base, receiver)
+        result = writes(
+            run, server, base.targets, prefix, limit,
+            batch_limit="copy_100", p99_target=True, judge=False, push=probe,
+        )  # fmt: skip
+        result["drain"] = drained = webhook.drain(probe, run.args.webhook_drain)
+    result["webhook"] = {"id": webhook_id, "url": receiver.url, "events": webhook.EVENTS}
+    left = drained["pending_left"]
+    run.say(
+        f"{prefix} after the load: "
+        + (
+            f"nothing pending {drained['drained_in_s']:g} s later"
+            if left == 0
+            else f"{left:,} still pending after {drained['waited_s']:g} s"
+        )
+        + f"; {drained['events_delivered']:,} of {drained['events']:,} events delivered, "
+        f"{drained['receiver_posts']:,} POSTs received"
+    )
+    for script in ("ingest_single", "ingest_batch"):
+        with_hook = result[script]["ratio_to_limit"]
+        without = plain[script]["ratio_to_limit"]
+        change = with_hook / without - 1 if without else 0.0
+        result[script]["ratio_vs_no_subscription"] = (
+            round(with_hook / without, 4) if without else None
+        )
+        run.say(
+            f"{prefix} {script}: {with_hook:.2f} × its limit with the webhook, "
+            f"{without:.2f} × without a subscription ({change:+.0%})"
+        )
     return result
 
 
@@ -631,6 +770,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--install-wrk", action="store_true", help="apt-get install wrk if missing (root)"
+    )
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="PostgreSQL: the write figures again with one webhook registered (a loopback "
+        "receiver): ratios, deliveries and the outbox's backlog",
+    )
+    parser.add_argument(
+        "--webhook-drain",
+        type=float,
+        default=60,
+        help="with --webhook: wait at most this long for the outbox to empty after the load "
+        "(default %(default)s s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases (for inspection)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")

@@ -32,7 +32,9 @@ import uvloop
 from app.analytics.repository import window_days
 from app.audit.service import AUDIT_COLUMNS as INSERT_EVENT_COLUMNS
 from app.audit.service import INSERT_EVENT_SQL
+from app.outbox import events
 from app.recording import pg_store
+from app.recording.store import NOTHING, PlannedEvent
 from bench import databases, dataset
 
 # What db_insert_limit inserts: an observation as POST /observations stores it.
@@ -41,7 +43,9 @@ INSERT INTO observations (id, patient_id, instrument, value, recorded_at, receiv
                           source, note)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
-_NO_CHANGES = pg_store.change_arrays([])  # the POST's write when the policy changes nothing
+# The POST's write when the policy changes nothing (no frequency change, no new
+# recommendation): the observation, its audit row and its observation.created event.
+_NO_CHANGES = pg_store.change_arrays([]) | pg_store.recommendation_arrays(NOTHING)
 
 
 def _backend_cpu(pid: int) -> float:
@@ -92,10 +96,11 @@ async def _run(url: str, count: int) -> None:
         columns = ("id", "patient_id", "instrument", "value", "recorded_at", "received_at")
         audit_columns = [f"audit_{name}" for name in INSERT_EVENT_COLUMNS]
 
-        async def record() -> None:
+        async def record(event: bool = True) -> None:
             row = dict(zip(columns, observation(), strict=True))
             row |= {"course_id": None, "session_id": None, "context": None, "source": None}
-            row |= {"note": None, **_NO_CHANGES}
+            created = PlannedEvent(events.observation_created(row), "stored", row["id"])
+            row |= {"note": None, **_NO_CHANGES, **pg_store.event_arrays([created] * event)}
             row |= dict(zip(audit_columns, audit_row(row["patient_id"]), strict=True))
             await conn.fetch(record_one.sql, *record_one.args(row))
 
@@ -118,6 +123,9 @@ async def _run(url: str, count: int) -> None:
             lambda: conn.execute(_PLAIN_INSERT, *observation(), None, None, None),
         )
         await _measure("PG_RECORD_ONE (POST's write, no change)", backend, count, record)
+        await _measure(
+            "PG_RECORD_ONE, no event proposed", backend, count, lambda: record(event=False)
+        )
         await _measure("audit row INSERT, synchronous_commit on", backend, count, audit)
         await conn.execute("SET synchronous_commit = off")
         await _measure("audit row INSERT, synchronous_commit off", backend, count, audit)

@@ -16,6 +16,10 @@ attempt ends: its stream's next event may go):
    retry window ends: then `failed`;
 4. once a poll: FHIR heartbeats (each sent on its own), and now and then the purge of
    delivered events.
+
+With no subscription (the fan-out finds none, under its lock), a poll's round is that one
+transaction: the new events are marked as fanned out, and there is nothing to claim (a
+delivery belongs to a subscription) and no heartbeat to send.
 """
 
 from __future__ import annotations
@@ -115,14 +119,16 @@ class Dispatcher:
         polled = self._more_to_fan_out or (
             time.monotonic() - self._last_poll >= self.settings.push_poll_seconds
         )
+        subscribed: bool | None = None  # unknown unless this round's fan-out looked
         if polled:
             self._last_poll = time.monotonic()
             async with self.sessionmaker() as session, session.begin():
                 fanned = await PushRepository(session).fan_out(now, self.window, FAN_OUT_BATCH)
-            self._more_to_fan_out = fanned == FAN_OUT_BATCH
+            self._more_to_fan_out = fanned.events == FAN_OUT_BATCH
+            subscribed = fanned.subscribed
         claimed: list[Claimed] = []
         free = self.settings.push_concurrency - len(self.tasks)
-        if free > 0:
+        if free > 0 and subscribed is not False:
             async with self.sessionmaker() as session, session.begin():
                 claimed = await PushRepository(session).claim(
                     now, self.lease, free, self.settings.push_per_subscription, self.in_flight
@@ -130,7 +136,7 @@ class Dispatcher:
             for delivery in claimed:
                 self._spawn(delivery)
         if polled:
-            await self._housekeeping(now)
+            await self._housekeeping(now, heartbeats=subscribed is not False)
         return self._more_to_fan_out or (free > 0 and len(claimed) == free)
 
     def _spawn(self, delivery: Claimed) -> None:
@@ -148,9 +154,11 @@ class Dispatcher:
 
         task.add_done_callback(done)
 
-    async def _housekeeping(self, now: datetime) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            beats = await PushRepository(session).due_heartbeats(now)
+    async def _housekeeping(self, now: datetime, *, heartbeats: bool = True) -> None:
+        beats: list[PushSubscription] = []
+        if heartbeats:
+            async with self.sessionmaker() as session, session.begin():
+                beats = await PushRepository(session).due_heartbeats(now)
         for sub in beats:  # each on its own: a slow endpoint holds up no round
             task = asyncio.create_task(self._heartbeat(sub, now))
             self.beats.add(task)

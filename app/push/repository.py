@@ -30,6 +30,15 @@ FHIR_TOPIC_EVENTS = frozenset({"course.frequency_changed"})
 
 
 @dataclass(frozen=True, slots=True)
+class FanOut:
+    """What a fan-out did: how many events it took (a full batch: there may be more), and
+    whether any subscription existed (None when another process held the fan-out)."""
+
+    events: int
+    subscribed: bool | None
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """A delivery claimed for one attempt, with what the attempt sends."""
 
@@ -53,14 +62,28 @@ class PushRepository:
 
     # --- fan-out ------------------------------------------------------------------------------
 
-    async def fan_out(self, now: datetime, retry_window: timedelta, limit: int = 500) -> int:
+    async def fan_out(self, now: datetime, retry_window: timedelta, limit: int = 500) -> FanOut:
         """The oldest events not yet fanned out: a delivery for each subscription that wants
         it (a FHIR subscription only if its token may still read the patient), and the events
-        marked. How many events."""
+        marked. With no subscription at all, the events are only marked, in one statement
+        (nothing is read back: the service's usual state, and a poll of every process)."""
         if self.session.get_bind().dialect.name == "postgresql":
             locked = await self.session.scalar(select(func.pg_try_advisory_xact_lock(FAN_OUT_LOCK)))
             if not locked:
-                return 0
+                return FanOut(0, None)
+        # Under the lock, as the subscriptions below: a subscription made meanwhile gets the
+        # events of the next fan-out, in order (never a later batch before an earlier one).
+        if not await self.session.scalar(select(exists().select_from(SUBSCRIPTIONS))):
+            oldest = (
+                select(OUTBOX.c.seq)
+                .where(OUTBOX.c.dispatched_at.is_(None))
+                .order_by(OUTBOX.c.seq)
+                .limit(limit)
+            )
+            marked = await self.session.execute(
+                update(OUTBOX).where(OUTBOX.c.seq.in_(oldest)).values(dispatched_at=now)
+            )
+            return FanOut(int(getattr(marked, "rowcount", 0)), False)
         found = (
             await self.session.execute(
                 select(OUTBOX.c.seq, OUTBOX.c.type, OUTBOX.c.patient_id, OUTBOX.c.course_id)
@@ -70,7 +93,7 @@ class PushRepository:
             )
         ).all()
         if not found:
-            return 0
+            return FanOut(0, True)
         subscriptions = list((await self.session.scalars(select(PushSubscription))).all())
         readers = await self._live_tokens([s.token_id for s in subscriptions if s.token_id])
         rows: list[dict[str, Any]] = []
@@ -101,7 +124,7 @@ class PushRepository:
             .values(dispatched_at=now)
         )
         await self.session.flush()  # the subscriptions' counts
-        return len(found)
+        return FanOut(len(found), True)
 
     async def _live_tokens(
         self, token_ids: Collection[uuid.UUID]

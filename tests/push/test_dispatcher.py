@@ -1,19 +1,23 @@
 """The dispatcher's own promises (docs/push.md "Delivery"), each against a real receiver on a
 loopback port: the limit per subscription, an attempt's whole duration bounded by the push
-timeout, and a finished attempt that lets its stream's next event go at once."""
+timeout, a finished attempt that lets its stream's next event go at once, and events fanned
+out while no subscription exists: kept, marked, and never sent to a later subscription."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
+from app.outbox.models import OutboxEvent
 from tests.factories import API, create_course
 from tests.push.receiver import FAST, Received, Receiver, always, receiving
 from tests.support import Issue, client_of, running
@@ -152,3 +156,40 @@ async def test_a_finished_attempt_lets_the_streams_next_event_go_without_waiting
             await change(clinician, course["id"], per_week)
         async with running(settings, **(FAST | {"push_poll_seconds": 30.0})):
             await receiver.wait_for(lambda r: len(r.accepted()) == 5, within_s=10)
+
+
+async def test_events_with_no_subscription_are_kept_marked_and_not_sent_to_a_later_one(
+    settings: Settings, engine: AsyncEngine, issue_token: Issue
+) -> None:
+    """With no subscription the fan-out only marks the events (and claims nothing): they stay
+    in the outbox, fanned out, and a webhook registered afterwards gets the events written
+    after it, the first of them as its first delivery."""
+
+    async def events() -> list[tuple[str, bool]]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(OutboxEvent.payload, OutboxEvent.dispatched_at).order_by(OutboxEvent.seq)
+            )
+            return [(payload, at is not None) for payload, at in rows.all()]
+
+    async with (
+        receiving(always(200)) as receiver,
+        running(settings, **FAST) as app,
+        client_of(app, await issue_token("admin")) as admin,
+        client_of(app, await issue_token("clinician")) as clinician,
+    ):
+        course = await create_course(clinician)
+        await change(clinician, course["id"], 2)
+        for _ in range(100):
+            if (before := await events()) and all(fanned for _, fanned in before):
+                break
+            await asyncio.sleep(0.05)
+        assert [fanned for _, fanned in before] == [True]  # written, kept, fanned out
+        await webhook(admin, receiver.url)
+        await change(clinician, course["id"], 3)
+        await receiver.wait_for(lambda r: len(r.accepted()) == 1, within_s=10)
+        await asyncio.sleep(0.3)  # a few polls more: nothing else comes
+        assert len(await events()) == 2
+    [delivery] = receiver.accepted()
+    data = json.loads(delivery.body)["data"]
+    assert (data["previous_sessions_per_week"], data["sessions_per_week"]) == (2, 3)
