@@ -14,7 +14,6 @@ script and patients), it is the peer the service's single POST is compared with
 before the workers start.
 """
 
-
 import os
 import uuid
 from collections.abc import AsyncIterator
