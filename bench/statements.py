@@ -86,9 +86,10 @@ async def _run(url: str, count: int) -> None:
             return [uuid.uuid4(), random.choice(patients), "pain-nrs", 5.0, now, now]
 
         def audit_row(patient_id: uuid.UUID) -> list[Any]:
+            # AUDIT_COLUMNS' order; the last two: no OAuth client, no device.
             return [
                 uuid.uuid4(), datetime.now(UTC), None, "clinician", "create", "observation",
-                str(patient_id), patient_id, "allowed", 201, uuid.uuid4().hex,
+                str(patient_id), patient_id, "allowed", 201, uuid.uuid4().hex, None, None,
             ]  # fmt: skip
 
         record_one = pg_store._RECORD_ONE
